@@ -1,0 +1,76 @@
+"""Build levent's extension modules against the system libevent, found with pkg-config.
+
+Every extension links the shared libevent libraries, never a static copy: libevent keeps process-wide
+state (the threading callbacks, the log callback, signal handling), so all modules must share one.
+"""
+import os
+import shlex
+import subprocess
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# libevent_openssl.pc does not pull in openssl, so it is named too.
+PKG_CONFIG_PACKAGES = ["libevent_core", "libevent_extra", "libevent_openssl", "libevent_pthreads", "openssl"]
+MISSING_HELP = """
+levent needs the libevent 2.1+ and OpenSSL development files, found with pkg-config ({why}).
+Install them, then build again:
+  Debian/Ubuntu:  sudo apt-get install libevent-dev libssl-dev pkg-config
+  macOS:          brew install libevent openssl pkg-config
+If they are installed where pkg-config does not look, set PKG_CONFIG_PATH to the folders holding
+libevent_core.pc and openssl.pc, for example on macOS:
+  export PKG_CONFIG_PATH="$(brew --prefix openssl)/lib/pkgconfig:$(brew --prefix libevent)/lib/pkgconfig"
+"""
+
+MODULES = ["_core"]
+
+
+def pkg_config(*args):
+    cmd = [os.environ.get("PKG_CONFIG", "pkg-config"), *args, *PKG_CONFIG_PACKAGES]
+    try:
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit(MISSING_HELP.format(why="pkg-config itself was not found"))
+    except subprocess.CalledProcessError as exc:
+        why = (exc.stderr.strip() or "pkg-config failed").splitlines()[0]
+        raise SystemExit(MISSING_HELP.format(why=why))
+    return shlex.split(out.stdout)
+
+
+class BuildExtWithLibevent(build_ext):
+    """Asks pkg-config for flags only when compiling, so that an sdist builds without libevent."""
+
+    def build_extensions(self):
+        pkg_config("--atleast-version=2.1")
+        cflags = pkg_config("--cflags")
+        libs = pkg_config("--libs")
+        for ext in self.extensions:
+            ext.include_dirs += [f[2:] for f in cflags if f.startswith("-I")]
+            ext.extra_compile_args += [f for f in cflags if not f.startswith("-I")]
+            ext.library_dirs += [f[2:] for f in libs if f.startswith("-L")]
+            ext.libraries += [f[2:] for f in libs if f.startswith("-l")]
+            ext.extra_link_args += [f for f in libs if not f.startswith(("-L", "-l"))]
+            ext.runtime_library_dirs += [f[2:] for f in libs if f.startswith("-L") and sys.platform != "darwin"]
+        super().build_extensions()
+
+
+def extensions():
+    from Cython.Build import cythonize
+
+    exts = [Extension(f"levent.{name}", [f"src/levent/{name}.pyx"]) for name in MODULES]
+    return cythonize(
+        exts,
+        include_path=[ROOT, os.path.join(ROOT, "src")],
+        compiler_directives={
+            "language_level": "3",
+            "embedsignature": True,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+        },
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtWithLibevent})

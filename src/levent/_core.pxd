@@ -1,0 +1,60 @@
+# Declarations of levent._core's classes, so that later modules (buffers, bufferevents, listeners)
+# can cimport EventBase and reach its event_base pointer and error plumbing.
+from cpython.ref cimport PyObject
+from libevent_pxd.event cimport event_base
+from libevent_pxd.event_struct cimport event
+
+
+cdef class EventBase:
+    cdef event_base *_base
+    # Events that are pending or active: the base keeps them alive, as libevent's base references them.
+    # A set (not hidden INCREFs) so that the cycle GC can collect a dropped base with pending events.
+    cdef set _held
+    # Every open Event levent created on this base, as a borrowed intrusive list (Event._prev/_next):
+    # close() must free them before event_base_free(), or they would point into a freed base.
+    cdef PyObject *_events
+    # Thread ident of the thread running loop(), 0 when no loop runs.
+    cdef unsigned long _loop_thread
+    # The exception a callback raised, re-raised from loop().
+    cdef object _exc
+    # Internal wakeup socketpair: Python's signal.set_wakeup_fd target while loop() waits in the main
+    # thread, so that Ctrl-C and Python signal handlers run promptly.
+    cdef object _wakeup_sockets
+    cdef event _wakeup_ev
+    cdef bint _wakeup_added
+    # Fallback when another owner holds the wakeup fd: check signals every 100 ms.
+    cdef event _sigcheck_ev
+    cdef object __weakref__
+
+    cdef int _ensure_open(self) except -1
+    cdef int _stop_with(self, exc) except -1
+    cdef int _run(self, int flags) except -1
+    cdef object _arm_signals(self)
+    cdef int _disarm_signals(self, object old) except -1
+    cdef int _open_wakeup(self) except -1
+    cdef int _close_wakeup(self) except -1
+    cdef int _free_events(self) except -1
+
+
+cdef class Event:
+    cdef event _ev
+    cdef EventBase _base
+    cdef object _callback
+    cdef tuple _args
+    # What the user passed as fd: kept so that a socket object is not closed under a pending event.
+    cdef object _fileobj
+    # The int handed to the callback (fd, or signal number).
+    cdef object _fd_obj
+    cdef int _style
+    cdef bint _assigned
+    cdef bint _held
+    cdef PyObject *_prev
+    cdef PyObject *_next
+    cdef object __weakref__
+
+    cdef int _setup(self, EventBase base, int fd, short events, callback, tuple args, int style) except -1
+    cdef int _ensure_ready(self) except -1
+    cdef int _hold(self) except -1
+    cdef int _release(self) except -1
+    cdef int _del(self) except -1
+    cdef int _unlink(self) except -1
