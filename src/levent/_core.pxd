@@ -7,9 +7,10 @@ from libevent_pxd.event_struct cimport event
 
 cdef class EventBase:
     cdef event_base *_base
-    # Events that are pending or active: the base keeps them alive, as libevent's base references them.
-    # A set (not hidden INCREFs) so that the cycle GC can collect a dropped base with pending events.
-    cdef set _held
+    # Pending or active Events are kept alive by a reference the base holds (Event._held), the way
+    # libevent's base references them; tp_traverse/tp_clear (set up in _core.pyx) show these references
+    # to the cycle GC, so that a dropped base with pending events is still collected.
+    cdef Py_ssize_t _nheld
     # Every open Event levent created on this base, as a borrowed intrusive list (Event._prev/_next):
     # close() must free them before event_base_free(), or they would point into a freed base.
     cdef PyObject *_events
@@ -46,6 +47,11 @@ cdef class Event:
     # The int handed to the callback (fd, or signal number).
     cdef object _fd_obj
     cdef int _style
+    # The timeout given to add() (-1: none) and the deadline it set, on the precise monotonic clock:
+    # levent, not libevent's possibly coarse and cached clock, decides when a timeout is due.
+    cdef double _timeout
+    cdef double _deadline
+    cdef unsigned int _add_serial
     cdef bint _assigned
     cdef bint _held
     cdef PyObject *_prev
@@ -53,6 +59,7 @@ cdef class Event:
     cdef object __weakref__
 
     cdef int _setup(self, EventBase base, int fd, short events, callback, tuple args, int style) except -1
+    cdef int _add_until(self, double deadline, double timeout) except -1
     cdef int _ensure_ready(self) except -1
     cdef int _hold(self) except -1
     cdef int _release(self) except -1
