@@ -2,7 +2,8 @@
 #
 # levent embeds a struct event in each Event object (event_assign instead of event_new: one malloc less
 # per event); levent._core checks at import that sizeof(struct event) matches the loaded libevent.
-# Only evcb_flags is read, to know whether libevent still references an event (pending or active).
+# Read: evcb_flags (does libevent still reference the event?) and ev_timeout (the deadline it set).
+from posix.time cimport timeval
 from libevent_pxd.util cimport evutil_socket_t
 
 cdef extern from "event2/event_struct.h" nogil:
@@ -25,3 +26,4 @@ cdef extern from "event2/event_struct.h" nogil:
         evutil_socket_t ev_fd
         short ev_events
         short ev_res
+        timeval ev_timeout

@@ -5,12 +5,21 @@ from libevent_pxd.event cimport event_base
 from libevent_pxd.event_struct cimport event
 
 
+# One scheduled call in an EventBase's heap: ordered by (when, seq); holds a reference to its Call.
+cdef struct CallEntry:
+    double when
+    unsigned long long seq
+    PyObject *call
+
+
 cdef class EventBase:
     cdef event_base *_base
     # Pending or active Events are kept alive by a reference the base holds (Event._held), the way
     # libevent's base references them; tp_traverse/tp_clear (set up in _core.pyx) show these references
     # to the cycle GC, so that a dropped base with pending events is still collected.
     cdef Py_ssize_t _nheld
+    # Signal events held (pending or active) on this base: libevent delivers signals to one base only.
+    cdef Py_ssize_t _nsignals
     # Every open Event levent created on this base, as a borrowed intrusive list (Event._prev/_next):
     # close() must free them before event_base_free(), or they would point into a freed base.
     cdef PyObject *_events
@@ -25,6 +34,20 @@ cdef class EventBase:
     cdef bint _wakeup_added
     # Fallback when another owner holds the wakeup fd: check signals every 100 ms.
     cdef event _sigcheck_ev
+    # call_later's heap: a binary min-heap of CallEntry in one C array, run in batches by _calls_ev,
+    # which watches a timerfd armed for the earliest deadline (a libevent timer where there is none).
+    cdef CallEntry *_calls
+    cdef Py_ssize_t _ncalls
+    cdef Py_ssize_t _calls_capacity
+    cdef Py_ssize_t _ncancelled
+    cdef unsigned long long _calls_seq
+    cdef event _calls_ev
+    cdef int _timerfd
+    cdef bint _calls_ev_ready
+    cdef bint _calls_ev_added
+    cdef double _armed_when
+    # Set by loopbreak(), cleared when loop() starts: stops a batch of calls.
+    cdef bint _break_requested
     cdef object __weakref__
 
     cdef int _ensure_open(self) except -1
@@ -35,6 +58,22 @@ cdef class EventBase:
     cdef int _open_wakeup(self) except -1
     cdef int _close_wakeup(self) except -1
     cdef int _free_events(self) except -1
+    cdef Call _new_call(self, double when, callback, tuple args)
+    cdef int _push_call(self, Call call) except -1
+    cdef int _arm_calls(self) except -1
+    cdef int _run_calls(self) except -1
+    cdef int _clear_calls(self) except -1
+    cdef int _open_calls_event(self) except -1
+    cdef int _close_calls_event(self) except -1
+
+
+cdef class Call:
+    cdef EventBase _base
+    cdef object _callback
+    cdef tuple _args
+    cdef double _when
+    cdef bint _cancelled
+    cdef bint _done
 
 
 cdef class Event:

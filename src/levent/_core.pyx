@@ -29,7 +29,9 @@ from libc.stdio cimport FILE, fclose, fflush
 from libc.stdlib cimport free
 from posix.fcntl cimport fcntl, F_GETFD
 from posix.time cimport timeval, timespec, clock_gettime, CLOCK_MONOTONIC
-from posix.unistd cimport read
+from posix.unistd cimport read, close as close_fd
+from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from libc.math cimport INFINITY
 
 from libevent_pxd.util cimport evutil_socket_t
 from libevent_pxd.event_struct cimport (
@@ -75,6 +77,36 @@ cdef extern from *:
     void levent_log_callback(int severity, const char *msg) noexcept nogil
     void levent_log_capture() noexcept nogil
     void levent_log_release() noexcept nogil
+
+
+# call_later's wake-up: a timerfd armed at an absolute CLOCK_MONOTONIC deadline (precise, and one
+# syscall per change of the earliest deadline rather than one per loop iteration). Elsewhere levent
+# falls back to a libevent timer.
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <math.h>
+    #ifdef __linux__
+    #include <sys/timerfd.h>
+    static int levent_timerfd_create(void) {
+        return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    }
+    static int levent_timerfd_arm(int fd, double when) {
+        struct itimerspec its = {{0, 0}, {0, 0}};
+        double sec = floor(when);
+        its.it_value.tv_sec = (time_t)sec;
+        its.it_value.tv_nsec = (long)ceil((when - sec) * 1e9);
+        if (its.it_value.tv_nsec >= 1000000000L) { its.it_value.tv_sec += 1; its.it_value.tv_nsec -= 1000000000L; }
+        if (its.it_value.tv_sec <= 0 && its.it_value.tv_nsec <= 0) its.it_value.tv_nsec = 1;  /* 0 disarms */
+        return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL);
+    }
+    #else
+    static int levent_timerfd_create(void) { errno = ENOSYS; return -1; }
+    static int levent_timerfd_arm(int fd, double when) { (void)fd; (void)when; errno = ENOSYS; return -1; }
+    #endif
+    """
+    int levent_timerfd_create() nogil
+    int levent_timerfd_arm(int fd, double when) nogil
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -143,6 +175,10 @@ event_set_log_callback(levent_log_callback)
 # The fds of every levent wakeup socket: a nested loop may borrow the wakeup fd from an outer one.
 cdef set _levent_wakeup_fds = set()
 
+# The base that has Signal events pending, if any (borrowed: its pending Signals keep it alive).
+# libevent delivers signals to one base only and lets a second base silently take them over.
+cdef PyObject *_signal_base = NULL
+
 
 def libevent_version():
     """Return the loaded libevent's version as ``LibeventVersion(string, number)``."""
@@ -192,7 +228,7 @@ cdef double _seconds(object seconds) except -1.0:
     return t
 
 
-cdef int _timeout_until(EventBase base, double deadline, timeval *tv) except -1:
+cdef long long _timeout_until(EventBase base, double deadline, timeval *tv) except -1:
     """The relative timeout that makes libevent fire no earlier than ``deadline`` (precise clock).
 
     libevent adds a relative timeout to its own "now": the coarse monotonic clock unless the base is
@@ -200,6 +236,8 @@ cdef int _timeout_until(EventBase base, double deadline, timeval *tv) except -1:
     when the iteration started. Measuring the timeout from a reading of libevent's clock taken *before*
     event_add (which reads the same clock later, or the cache refreshed after our reading) makes
     libevent's deadline >= ours, so no timer fires early and no precise-timer syscall is needed.
+
+    Returns the deadline libevent should compute, in its clock's microseconds (see _add_until).
     """
     cdef timeval now
     event_gettime_monotonic(base._base, &now)
@@ -208,12 +246,10 @@ cdef int _timeout_until(EventBase base, double deadline, timeval *tv) except -1:
     cdef double rel = deadline - _from_timeval(&now)
     if rel < 0:
         rel = 0
-    tv.tv_sec = <long>rel
-    tv.tv_usec = <long>ceil((rel - <double>tv.tv_sec) * 1e6)
-    if tv.tv_usec >= 1000000:
-        tv.tv_sec += 1
-        tv.tv_usec -= 1000000
-    return 0
+    cdef long long rel_us = <long long>ceil(rel * 1e6)
+    tv.tv_sec = rel_us // 1000000
+    tv.tv_usec = rel_us % 1000000
+    return <long long>now.tv_sec * 1000000 + now.tv_usec + rel_us
 
 
 cdef inline double _from_timeval(const timeval *tv) noexcept nogil:
@@ -258,6 +294,7 @@ cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
     cdef EventBase base = ev._base
     cdef unsigned int serial = ev._add_serial
     cdef double deadline
+    what &= _ALL_KINDS    # epoll ORs EV_ET into what; callbacks get the kinds that happened
     try:
         if ev._style == STYLE_FD:
             if ev._args:
@@ -311,6 +348,60 @@ cdef void _wakeup_callback(evutil_socket_t fd, short what, void *arg) noexcept w
         base._stop_with(exc)
 
 
+# call_later's heap, ordered by (when, seq): FIFO among equal deadlines.
+
+cdef inline bint _entry_before(const CallEntry *a, const CallEntry *b) noexcept nogil:
+    return a.when < b.when or (a.when == b.when and a.seq < b.seq)
+
+
+cdef void _sift_up(CallEntry *heap, Py_ssize_t i) noexcept nogil:
+    cdef CallEntry item = heap[i]
+    cdef Py_ssize_t parent
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _entry_before(&item, &heap[parent]):
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = item
+
+
+cdef void _sift_down(CallEntry *heap, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    cdef CallEntry item = heap[i]
+    cdef Py_ssize_t child
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and _entry_before(&heap[child + 1], &heap[child]):
+            child += 1
+        if not _entry_before(&heap[child], &item):
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = item
+
+
+cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+    # The base owns this event and deletes it before it dies, so arg is alive.
+    cdef EventBase base = <EventBase>arg
+    cdef unsigned long long expirations
+    if base._timerfd >= 0:
+        with nogil:
+            read(base._timerfd, &expirations, sizeof(expirations))
+    else:
+        base._calls_ev_added = False    # the one-shot libevent timer fired
+    base._armed_when = INFINITY
+    try:
+        base._run_calls()
+    except BaseException as exc:
+        base._stop_with(exc)
+    try:
+        base._arm_calls()
+    except BaseException as exc:
+        base._stop_with(exc)
+
+
 # ---------------------------------------------------------------------------------------------------
 
 @cython.no_gc_clear   # __dealloc__ needs the wakeup sockets; _base_clear breaks cycles with events
@@ -333,11 +424,19 @@ cdef class EventBase:
     def __cinit__(self):
         self._base = NULL
         self._nheld = 0
+        self._nsignals = 0
         self._events = NULL
         self._loop_thread = 0
         self._exc = None
         self._wakeup_sockets = None
         self._wakeup_added = False
+        self._calls = NULL
+        self._ncalls = self._calls_capacity = self._ncancelled = 0
+        self._calls_seq = 0
+        self._timerfd = -1
+        self._calls_ev_ready = self._calls_ev_added = False
+        self._armed_when = INFINITY
+        self._break_requested = False
 
     def __init__(self, *, method=None, avoid=(), require=0, int priorities=1, bint precise_timer=False,
                  bint nolock=False, bint ignore_env=False, bint no_cache_time=False,
@@ -420,6 +519,8 @@ cdef class EventBase:
         # No loop can be running (loop() holds a reference) and no Event can be left (each holds one),
         # unless the cycle GC is tearing both down; close whatever remains before freeing the base.
         if self._base != NULL:
+            self._clear_calls()
+            self._close_calls_event()
             self._free_events()
             self._close_wakeup()
             event_base_free(self._base)
@@ -519,6 +620,7 @@ cdef class EventBase:
                 + (" (loop() called from one of its callbacks)"
                    if self._loop_thread == PyThread_get_thread_ident() else " in another thread"))
         self._loop_thread = PyThread_get_thread_ident()
+        self._break_requested = False
         try:
             old_wakeup = self._arm_signals()
             try:
@@ -625,6 +727,7 @@ cdef class EventBase:
     def loopbreak(self):
         """Make the loop return right after the callback that is running; safe from any thread."""
         self._ensure_open()
+        self._break_requested = True
         if event_base_loopbreak(self._base) != 0:
             raise _libevent_error("event_base_loopbreak")
 
@@ -654,6 +757,170 @@ cdef class EventBase:
             self._open_wakeup()
             if set_by_us:
                 _signal.set_wakeup_fd(self._wakeup_sockets[1].fileno(), warn_on_full_buffer=False)
+        if self._calls_ev_ready:
+            # So is the timerfd.
+            self._close_calls_event()
+            self._open_calls_event()
+            self._arm_calls()
+
+    # -- call_later ---------------------------------------------------------------------------------
+
+    def call_later(self, delay, callback, *args):
+        """Call ``callback(*args)`` once, ``delay`` seconds from now; returns a :class:`Call`, whose
+        ``cancel()`` cancels it.
+
+        Calls run in deadline order (first scheduled first among equal deadlines), never early. They
+        live on levent's own timer heap in C, not as libevent events, which makes them several times
+        cheaper than a Timer per call; the heap wakes the loop through one timerfd (Linux), so they
+        are accurate to well under a millisecond.
+        """
+        return self._new_call(_precise_now() + _seconds(delay), callback, args)
+
+    def call_at(self, when, callback, *args):
+        """Like :meth:`call_later`, at ``when`` on the ``time.monotonic()`` clock."""
+        cdef double w
+        try:
+            w = when
+        except TypeError:
+            raise TypeError(f"when must be a number (time.monotonic() seconds), not {type(when).__name__}") from None
+        if not isfinite(w):
+            raise ValueError(f"when must be finite, not {when!r}")
+        return self._new_call(w, callback, args)
+
+    cdef Call _new_call(self, double when, callback, tuple args):
+        self._ensure_open()
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        cdef Call call = Call.__new__(Call)
+        call._base = self
+        call._callback = callback
+        call._args = args
+        call._when = when
+        self._push_call(call)
+        return call
+
+    cdef int _push_call(self, Call call) except -1:
+        cdef Py_ssize_t capacity
+        cdef CallEntry *grown
+        if not self._calls_ev_ready:
+            self._open_calls_event()
+        if self._ncalls == self._calls_capacity:
+            capacity = self._calls_capacity * 2 if self._calls_capacity else 64
+            grown = <CallEntry *>PyMem_Realloc(self._calls, capacity * sizeof(CallEntry))
+            if grown == NULL:
+                raise MemoryError()
+            self._calls = grown
+            self._calls_capacity = capacity
+        cdef CallEntry *entry = &self._calls[self._ncalls]
+        entry.when = call._when
+        entry.seq = self._calls_seq
+        entry.call = <PyObject *>call
+        Py_INCREF(call)
+        self._calls_seq += 1
+        self._ncalls += 1
+        _sift_up(self._calls, self._ncalls - 1)
+        if self._calls[0].when < self._armed_when:
+            self._arm_calls()
+        return 0
+
+    cdef int _arm_calls(self) except -1:
+        """Make the loop wake for the earliest call, or stop waiting when there is none."""
+        cdef timeval tv
+        cdef double when
+        if self._ncalls == 0:
+            if self._calls_ev_added:
+                event_del(&self._calls_ev)
+                self._calls_ev_added = False
+            self._armed_when = INFINITY
+            return 0
+        when = self._calls[0].when
+        if self._timerfd >= 0:
+            if not self._calls_ev_added:
+                if event_add(&self._calls_ev, NULL) != 0:
+                    raise _libevent_error("event_add(call_later)")
+                self._calls_ev_added = True
+            if when != self._armed_when:
+                if levent_timerfd_arm(self._timerfd, when) != 0:
+                    raise OSError(errno, f"timerfd_settime failed: {os.strerror(errno)}")
+                self._armed_when = when
+        elif when != self._armed_when or not self._calls_ev_added:
+            _timeout_until(self, when, &tv)
+            if event_add(&self._calls_ev, &tv) != 0:
+                raise _libevent_error("event_add(call_later)")
+            self._calls_ev_added = True
+            self._armed_when = when
+        return 0
+
+    cdef int _run_calls(self) except -1:
+        """Run the calls that are due, in order; stop at loopbreak() or an exception (the rest stay
+        due and run at the next loop())."""
+        cdef double now = _precise_now()
+        cdef Call call
+        cdef PyObject *p
+        while self._ncalls and self._calls[0].when <= now:
+            if self._break_requested or self._exc is not None:
+                break
+            p = self._calls[0].call
+            self._ncalls -= 1
+            if self._ncalls:
+                self._calls[0] = self._calls[self._ncalls]
+                _sift_down(self._calls, self._ncalls, 0)
+            call = <Call>p
+            Py_DECREF(call)     # the heap's reference; ``call`` holds one
+            if call._cancelled:
+                self._ncancelled -= 1
+                continue
+            call._done = True
+            callback, args = call._callback, call._args
+            call._callback = None
+            call._args = ()
+            try:
+                callback(*args)
+            except BaseException as exc:
+                self._stop_with(exc)
+        return 0
+
+    cdef int _clear_calls(self) except -1:
+        """Drop every scheduled call (closing the base): they count as cancelled."""
+        cdef CallEntry *calls = self._calls
+        cdef Py_ssize_t i, n = self._ncalls
+        cdef Call call
+        self._calls = NULL
+        self._ncalls = self._calls_capacity = self._ncancelled = 0
+        try:
+            for i in range(n):
+                call = <Call>calls[i].call
+                Py_DECREF(call)
+                call._cancelled = True
+                call._callback = None
+                call._args = ()
+        finally:
+            PyMem_Free(calls)
+        return 0
+
+    cdef int _open_calls_event(self) except -1:
+        self._timerfd = levent_timerfd_create()
+        if self._timerfd >= 0:
+            event_assign(&self._calls_ev, self._base, self._timerfd, EV_READ | EV_PERSIST,
+                         _calls_callback, <void *>self)
+        else:
+            event_assign(&self._calls_ev, self._base, -1, 0, _calls_callback, <void *>self)
+        self._calls_ev_ready = True
+        self._calls_ev_added = False
+        self._armed_when = INFINITY
+        return 0
+
+    cdef int _close_calls_event(self) except -1:
+        if not self._calls_ev_ready:
+            return 0
+        event_del(&self._calls_ev)
+        event_debug_unassign(&self._calls_ev)
+        if self._timerfd >= 0:
+            close_fd(self._timerfd)
+            self._timerfd = -1
+        self._calls_ev_ready = self._calls_ev_added = False
+        self._armed_when = INFINITY
+        return 0
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -715,8 +982,12 @@ cdef class EventBase:
         event_base_active_by_signal(self._base, signum)
 
     def running_event(self):
-        """The levent Event whose callback is running now, or None."""
+        """The levent Event whose callback is running now in this thread, or None."""
         self._ensure_open()
+        # libevent 2.1 dereferences its current event unchecked when called from the thread that ran
+        # the loop last: only ask while the loop runs here (so we are inside one of its callbacks).
+        if self._loop_thread != PyThread_get_thread_ident():
+            return None
         cdef event *ev = event_base_get_running_event(self._base)
         cdef PyObject *p = self._events
         while p != NULL:
@@ -733,21 +1004,6 @@ cdef class EventBase:
             events.append(<Event>p)
             p = (<Event>p)._next
         return iter(events)
-
-    def call_later(self, delay, callback, *args):
-        """Call ``callback(*args)`` once, ``delay`` seconds from now; returns the Timer (``.delete()``
-        cancels it). Like libevent's event_base_once, but cancellable and freed with the base."""
-        cdef double t = _seconds(delay)
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        cdef Timer timer = Timer.__new__(Timer)
-        timer._setup(self, -1, 0, callback, args, STYLE_ARGS)
-        try:
-            timer._add_until(_precise_now() + t, t)
-        except BaseException:
-            timer.close()
-            raise
-        return timer
 
     # -- closing ------------------------------------------------------------------------------------
 
@@ -768,6 +1024,8 @@ cdef class EventBase:
         if self._loop_thread != 0:
             raise RuntimeError("cannot close an EventBase while its loop is running; "
                                "call loopbreak() and close it after loop() returns")
+        self._clear_calls()
+        self._close_calls_event()
         self._free_events()
         self._close_wakeup()
         event_base_free(self._base)
@@ -805,6 +1063,11 @@ cdef int _base_traverse(PyObject *o, visitproc visit, void *arg) noexcept:
             if r:
                 return r
         p = (<Event>p)._next
+    cdef Py_ssize_t i
+    for i in range((<EventBase>o)._ncalls):
+        r = visit((<EventBase>o)._calls[i].call, arg)
+        if r:
+            return r
     return 0
 
 
@@ -818,6 +1081,10 @@ cdef int _base_clear(PyObject *o) noexcept:
         p = (<Event>p)._next
     for ev in held:
         (<Event>ev)._release()
+    try:
+        (<EventBase>o)._clear_calls()
+    except BaseException:
+        pass    # tp_clear cannot fail; _clear_calls only raises on a broken invariant
     return 0
 
 
@@ -868,8 +1135,7 @@ cdef class Event:
             _check_fd(fdnum)
         elif fdnum != -1 and events & EV_ET:
             raise ValueError("ET needs READ, WRITE or CLOSED")
-        self._setup(base, fdnum, events, callback, args,
-                    STYLE_SIGNAL if events & EV_SIGNAL else STYLE_FD)
+        self._setup(base, fdnum, events, callback, args, STYLE_FD)
         if not isinstance(fd, int):
             self._fileobj = fd
 
@@ -928,17 +1194,26 @@ cdef class Event:
         return 0
 
     cdef int _hold(self) except -1:
+        global _signal_base
         if not self._held:
             Py_INCREF(self)
             self._held = True
             self._base._nheld += 1
+            if self._ev.ev_events & EV_SIGNAL:
+                self._base._nsignals += 1
+                _signal_base = <PyObject *>self._base
         return 0
 
     cdef int _release(self) except -1:
+        global _signal_base
         # Callers hold their own reference, so self survives the DECREF.
         if self._held:
             self._held = False
             self._base._nheld -= 1
+            if self._ev.ev_events & EV_SIGNAL:
+                self._base._nsignals -= 1
+                if self._base._nsignals == 0 and _signal_base == <PyObject *>self._base:
+                    _signal_base = NULL
             Py_DECREF(self)
         return 0
 
@@ -1022,12 +1297,14 @@ cdef class Event:
         if not (self._ev.ev_events & (_FD_KINDS | EV_SIGNAL)):
             raise ValueError("an event without READ, WRITE, CLOSED or SIGNAL only fires on a "
                              "timeout: pass add(timeout=seconds)")
+        _check_signal_base(self)
         levent_log_capture()
         rc = event_add(&self._ev, NULL)
         err = errno
         levent_log_release()
         if rc != 0:
             raise _add_error(self, err)
+        _warn_logged()
         self._timeout = -1
         self._add_serial += 1
         self._hold()
@@ -1035,13 +1312,29 @@ cdef class Event:
     cdef int _add_until(self, double deadline, double timeout) except -1:
         cdef timeval tv
         cdef int rc, err
-        _timeout_until(self._base, deadline, &tv)
+        cdef long long expected = _timeout_until(self._base, deadline, &tv)
+        cdef long long late
+        _check_signal_base(self)
         levent_log_capture()
         rc = event_add(&self._ev, &tv)
         err = errno
+        if rc == 0:
+            # If libevent's clock moved between our reading and its own (a coarse tick is 4 ms), its
+            # deadline is that much later than meant: take the difference off and add again.
+            late = (<long long>self._ev.ev_timeout.tv_sec * 1000000 + self._ev.ev_timeout.tv_usec
+                    - expected)
+            if late > 0:
+                late = <long long>tv.tv_sec * 1000000 + tv.tv_usec - late
+                if late < 0:
+                    late = 0
+                tv.tv_sec = late // 1000000
+                tv.tv_usec = late % 1000000
+                rc = event_add(&self._ev, &tv)
+                err = errno
         levent_log_release()
         if rc != 0:
             raise _add_error(self, err)
+        _warn_logged()
         self._timeout = timeout
         self._deadline = deadline
         self._add_serial += 1
@@ -1087,6 +1380,7 @@ cdef class Event:
             res = what
             if res & ~_ALL_KINDS or res == 0:
                 raise ValueError(f"what must be READ, WRITE, CLOSED, SIGNAL or TIMEOUT bits, not {what!r}")
+        _check_signal_base(self)
         event_active(&self._ev, res, ncalls)
         self._hold()
 
@@ -1119,11 +1413,24 @@ cdef class Event:
 
 
 cdef object _add_error(Event ev, int err):
-    msg = levent_log_message.decode("utf-8", "replace")
-    if ev._ev.ev_events & EV_SIGNAL and "signals" in msg:
-        return RuntimeError(f"cannot add this Signal: {msg}. Only one EventBase at a time can have "
-                            "Signal events; delete the other base's Signals first")
     return _libevent_error("event_add", err)
+
+
+cdef int _check_signal_base(Event ev) except -1:
+    if (ev._ev.ev_events & EV_SIGNAL and _signal_base != NULL
+            and _signal_base != <PyObject *>ev._base and not ev._held):
+        raise RuntimeError("another EventBase has Signal events pending; libevent delivers signals to "
+                           "one base at a time: delete that base's Signals (or close it) first")
+    return 0
+
+
+cdef int _warn_logged() except -1:
+    """Surface a libevent warning logged by a call that still succeeded."""
+    if levent_log_message[0] != 0:
+        import warnings
+        warnings.warn(f"libevent: {levent_log_message.decode('utf-8', 'replace')}", RuntimeWarning,
+                      stacklevel=3)
+    return 0
 
 
 cdef int _check_fd(int fd) except -1:
@@ -1157,7 +1464,8 @@ cdef class Signal(Event):
     signal handler, each time ``signum`` arrives.
 
     While pending, libevent's handler replaces Python's for that signal; the previous handler comes
-    back when the Signal is deleted or closed. Only one EventBase at a time can have Signals.
+    back when the Signal is deleted or closed. Only one EventBase at a time can have Signals pending
+    (libevent delivers signals to one base): adding one on a second base raises RuntimeError.
     """
 
     def __init__(self, EventBase base not None, int signum, callback, *args, bint persist=True):
@@ -1170,3 +1478,55 @@ cdef class Signal(Event):
     def signum(self):
         """The signal number."""
         return self._fd_obj
+
+
+@cython.freelist(256)
+cdef class Call:
+    """A call scheduled with :meth:`EventBase.call_later` or :meth:`EventBase.call_at`, like asyncio's
+    TimerHandle: ``cancel()`` it before it runs. The base keeps it until it has run or was cancelled."""
+
+    def __init__(self):
+        raise TypeError("Call objects are made by EventBase.call_later() and EventBase.call_at()")
+
+    @property
+    def when(self):
+        """When it is due, in seconds on the ``time.monotonic()`` clock."""
+        return self._when
+
+    @property
+    def callback(self):
+        """The callback (None once it ran or was cancelled)."""
+        return self._callback
+
+    @property
+    def args(self):
+        """The callback's arguments."""
+        return self._args
+
+    def cancel(self):
+        """Cancel the call if it has not run yet; cancelling twice, or after it ran, does nothing."""
+        if self._done or self._cancelled:
+            return
+        self._cancelled = True
+        self._callback = None
+        self._args = ()
+        cdef EventBase base = self._base
+        if base is None or base._ncalls == 0:
+            return
+        base._ncancelled += 1
+        if base._ncancelled == base._ncalls:
+            # Nothing left to run: drop the heap, so that loop() can return when nothing else waits.
+            base._clear_calls()
+            base._arm_calls()
+
+    def cancelled(self):
+        """True if cancelled (also when its base was closed before it ran)."""
+        return self._cancelled
+
+    def done(self):
+        """True once it ran."""
+        return self._done
+
+    def __repr__(self):
+        state = "cancelled" if self._cancelled else "done" if self._done else f"when={self._when:.6f}"
+        return f"<Call {state} callback={self._callback!r}>"
