@@ -74,6 +74,7 @@ cdef class Call:
     cdef double _when
     cdef bint _cancelled
     cdef bint _done
+    cdef object __weakref__
 
 
 cdef class Event:

@@ -1,0 +1,248 @@
+"""Shared fixtures and helpers for levent's tests.
+
+* ``backend``: every backend among epoll, poll and select that this machine's libevent supports;
+  ``base`` is an ``EventBase(method=backend)`` closed after the test.
+* No test may hang the suite: loops run through ``run_loop`` (a watchdog thread calls loopbreak()
+  and fails the test) or carry a ``guard`` Timer that raises from inside the loop; as a last resort
+  every test runs under ``faulthandler.dump_traceback_later`` (a C watchdog thread, no signals)
+  that dumps every thread's stack and exits the process if a test takes longer than
+  ``HARD_TIMEOUT`` seconds. pytest-timeout is not needed.
+"""
+import contextlib
+import faulthandler
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+import pytest
+
+import levent
+
+WANTED_BACKENDS = ("epoll", "poll", "select")
+BACKENDS = [m for m in levent.supported_methods() if m in WANTED_BACKENDS]
+
+# Seconds after which a stuck test kills the whole run (with every thread's traceback on stderr).
+HARD_TIMEOUT = 90.0
+# Default bound for one loop() call in a test.
+LOOP_TIMEOUT = 10.0
+
+_hang_report_file = None
+
+
+def pytest_report_header(config):
+    v = levent.libevent_version()
+    return (f"levent {levent.__version__} from {os.path.dirname(levent.__file__)}; "
+            f"libevent {v.string}; backends under test: {', '.join(BACKENDS) or 'none'}")
+
+
+def pytest_configure(config):
+    # faulthandler needs a real fd for its report: pytest's capture replaces fd 2 during tests, and a
+    # process killed by the watchdog never gets to print captured output. Keep a dup of the real one.
+    global _hang_report_file
+    capman = config.pluginmanager.getplugin("capturemanager")
+    fd = None
+    try:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                fd = os.dup(2)
+        else:
+            fd = os.dup(2)
+    except Exception:
+        fd = os.dup(2)
+    _hang_report_file = os.fdopen(fd, "w", buffering=1)
+
+
+@pytest.fixture(autouse=True)
+def _hang_guard(request):
+    """Last-resort watchdog: dump tracebacks and exit if this test runs longer than HARD_TIMEOUT."""
+    out = _hang_report_file if _hang_report_file is not None else sys.__stderr__
+    out.write("")  # fail early if the file is unusable
+    faulthandler.dump_traceback_later(HARD_TIMEOUT, exit=True, file=out)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(params=BACKENDS or [pytest.param(None, marks=pytest.mark.skip(
+    reason="libevent offers none of epoll, poll, select here"))])
+def backend(request):
+    """The name of one backend (epoll, poll or select) this libevent supports here."""
+    return request.param
+
+
+@pytest.fixture
+def base(backend):
+    """An EventBase on ``backend``, closed after the test."""
+    b = levent.EventBase(method=backend)
+    assert b.method == backend
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def socketpair():
+    """A connected AF_UNIX stream socketpair (non-blocking); both ends closed after the test."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.fixture
+def make_socketpair():
+    """A factory of socketpairs (non-blocking); every one is closed after the test."""
+    made = []
+
+    def make():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        made.append(a)
+        made.append(b)
+        return a, b
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.close()
+
+
+@pytest.fixture
+def restore_signals():
+    """Put back the Python handlers of the signals the signal tests use."""
+    signums = [signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGINT]
+    saved = {s: signal.getsignal(s) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
+class LoopTimeout(AssertionError):
+    """A loop() in a test did not return in time."""
+
+
+class _Watchdog:
+    """A thread that calls base.loopbreak() (repeatedly) once ``timeout`` seconds have passed."""
+
+    def __init__(self, base, timeout):
+        self.base = base
+        self.timeout = timeout
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="levent-test-watchdog", daemon=True)
+
+    def _run(self):
+        if self._stop.wait(self.timeout):
+            return
+        self.fired = True
+        while not self._stop.is_set():
+            try:
+                self.base.loopbreak()
+            except Exception:
+                return
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def run_loop(base, timeout=LOOP_TIMEOUT, **flags):
+    """base.loop(**flags), bounded: if it has not returned after ``timeout`` seconds, a watchdog
+    thread breaks it and the test fails. Adds no event to the base, so loop() can still return
+    True when no events are left."""
+    with _Watchdog(base, timeout) as dog:
+        result = base.loop(**flags)
+    if dog.fired:
+        raise LoopTimeout(f"loop({flags or ''}) did not return within {timeout} s")
+    return result
+
+
+def add_guard(base, timeout=LOOP_TIMEOUT):
+    """A Timer on ``base`` that raises LoopTimeout from inside the loop after ``timeout`` seconds.
+
+    It is an event, so a loop with a guard never returns "no events left" while it is pending:
+    delete it (guard.delete()) once the test's events are done."""
+
+    def expired():
+        raise LoopTimeout(f"the loop was still running after {timeout} s")
+
+    guard = levent.Timer(base, expired)
+    guard.add(timeout)
+    return guard
+
+
+@contextlib.contextmanager
+def bounded(base, timeout=LOOP_TIMEOUT):
+    """``with bounded(base): base.dispatch()``: like run_loop, for any loop-running code."""
+    with _Watchdog(base, timeout) as dog:
+        yield dog
+    if dog.fired:
+        raise LoopTimeout(f"the loop did not return within {timeout} s")
+
+
+@pytest.fixture(name="bounded")
+def bounded_fixture():
+    return bounded
+
+
+@pytest.fixture(name="run_loop")
+def run_loop_fixture():
+    return run_loop
+
+
+@pytest.fixture(name="add_guard")
+def add_guard_fixture():
+    return add_guard
+
+
+class _Env(dict):
+    def __repr__(self):  # keep the environment out of failure reports
+        return f"<environment: {len(self)} variables, PYTHONPATH={self.get('PYTHONPATH')!r}>"
+
+
+def child_env():
+    """The environment for a child Python that must import the same levent as this process."""
+    env = _Env(os.environ)
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(levent.__file__)))
+    paths = [pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+@pytest.fixture(name="child_env")
+def child_env_fixture():
+    return child_env()
+
+
+def wait_until(predicate, timeout, interval=0.005):
+    """Poll ``predicate`` until true or ``timeout`` seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture():
+    return wait_until
