@@ -168,63 +168,49 @@ def timers_levent(n, seed):
     return _result(n, t1 - t0, c1 - c0, **info)
 
 
+def _timers_on_loop(loop, run, n, seed, name):
+    """The timer workload on any loop with call_later() and stop() (asyncio, SelectorsLoop)."""
+    delays = make_delays(n, seed)
+    remaining = n
+    end = None
+
+    def callback():
+        nonlocal remaining, end
+        remaining -= 1
+        if not remaining:
+            end = time.perf_counter()
+            loop.stop()
+
+    call_later = loop.call_later
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for delay in delays:
+        call_later(delay, callback)
+    run()
+    t1 = time.perf_counter() if end is None else end
+    c1 = time.process_time()
+    if remaining:
+        raise RuntimeError(f"{name}: the loop returned with {remaining} timers not fired")
+    return t1 - t0, c1 - c0
+
+
 def timers_asyncio(n, seed):
     import asyncio
 
-    delays = make_delays(n, seed)
     loop = asyncio.new_event_loop()
     loop.set_debug(False)
-    remaining = n
-    end = None
-
-    def callback():
-        nonlocal remaining, end
-        remaining -= 1
-        if not remaining:
-            end = time.perf_counter()
-            loop.stop()
-
-    call_later = loop.call_later
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    for delay in delays:
-        call_later(delay, callback)
-    loop.run_forever()
-    t1 = time.perf_counter() if end is None else end
-    c1 = time.process_time()
-    if remaining:
-        raise RuntimeError(f"asyncio: run_forever() returned with {remaining} timers not fired")
+    wall, cpu = _timers_on_loop(loop, loop.run_forever, n, seed, "asyncio")
     info = {"loop": type(loop).__name__, "selector": type(getattr(loop, "_selector", None)).__name__}
     loop.close()
-    return _result(n, t1 - t0, c1 - c0, **info)
+    return _result(n, wall, cpu, **info)
 
 
 def timers_selectors(n, seed):
-    delays = make_delays(n, seed)
     loop = SelectorsLoop()
-    remaining = n
-    end = None
-
-    def callback():
-        nonlocal remaining, end
-        remaining -= 1
-        if not remaining:
-            end = time.perf_counter()
-            loop.stop()
-
-    call_later = loop.call_later
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    for delay in delays:
-        call_later(delay, callback)
-    loop.run()
-    t1 = time.perf_counter() if end is None else end
-    c1 = time.process_time()
-    if remaining:
-        raise RuntimeError(f"selectors-loop: run() returned with {remaining} timers not fired")
+    wall, cpu = _timers_on_loop(loop, loop.run, n, seed, "selectors-loop")
     info = {"selector": type(loop._selector).__name__}
     loop.close()
-    return _result(n, t1 - t0, c1 - c0, **info)
+    return _result(n, wall, cpu, **info)
 
 
 # Ping-pong: side A sends MESSAGE and counts a round trip each time all 64 bytes came back; side B
