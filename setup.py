@@ -3,6 +3,7 @@
 Every extension links the shared libevent libraries, never a static copy: libevent keeps process-wide
 state (the threading callbacks, the log callback, signal handling), so all modules must share one.
 """
+import glob
 import os
 import shlex
 import subprocess
@@ -24,7 +25,8 @@ libevent_core.pc and openssl.pc, for example on macOS:
   export PKG_CONFIG_PATH="$(brew --prefix openssl)/lib/pkgconfig:$(brew --prefix libevent)/lib/pkgconfig"
 """
 
-MODULES = ["_core"]
+# Every src/levent/*.pyx is an extension module levent.<name>.
+MODULES = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "src", "levent", "*.pyx")))
 
 
 def pkg_config(*args):
