@@ -4,6 +4,9 @@ import math
 import os
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import traceback
 
 import pytest
@@ -435,3 +438,48 @@ def test_bad_ncalls(base):
     with pytest.raises((TypeError, ValueError, OverflowError)):
         t.active(ncalls="3")
     assert math.isfinite(base.monotonic())
+
+
+def test_select_backend_refuses_fds_beyond_fd_setsize(child_env):
+    """libevent's select backend aborts the process (glibc's fortified FD_SET) on an fd >= 1024:
+    levent refuses such fds with ValueError, and refuses to create a select base when libevent's own
+    fds would land there. In a child, so that a regression cannot kill the test run."""
+    if "select" not in levent.supported_methods():
+        pytest.skip("no select backend here")
+    script = textwrap.dedent("""
+        import os, resource, socket, levent
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 1100:
+            print("skip: RLIMIT_NOFILE hard limit", hard)
+            raise SystemExit(0)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+        a, b = socket.socketpair()
+        high = os.dup2(a.fileno(), 1050)
+        base = levent.EventBase(method="select")
+        ev = levent.Event(base, high, levent.READ, lambda fd, what: None)
+        try:
+            ev.add()
+        except ValueError as exc:
+            assert "select" in str(exc), exc
+        else:
+            raise AssertionError("add() of fd 1050 on a select base did not raise")
+        base.close()
+        # Use up every fd below 1024: a select base cannot be made, an epoll one can.
+        while os.open("/dev/null", os.O_RDONLY) < 1030:
+            pass
+        try:
+            levent.EventBase(method="select")
+        except ValueError as exc:
+            assert "select" in str(exc), exc
+        else:
+            raise AssertionError("a select base was made with no fds left below 1024")
+        if "epoll" in levent.supported_methods():
+            levent.EventBase(method="epoll").close()
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=child_env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, f"exit status {proc.returncode}; stderr:\n{proc.stderr}"
+    if proc.stdout.startswith("skip:"):
+        pytest.skip(proc.stdout.strip())
+    assert proc.stdout.strip() == "ok"

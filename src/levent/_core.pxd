@@ -14,22 +14,28 @@ cdef struct CallEntry:
 
 cdef class EventBase:
     cdef event_base *_base
-    # Pending or active Events are kept alive by a reference the base holds (Event._held), the way
-    # libevent's base references them; tp_traverse/tp_clear (set up in _core.pyx) show these references
+    # Handles libevent may call back (pending Events, open BufferEvents and Listeners) are kept alive
+    # by a reference the base holds (Handle._held), the way libevent's base references them; tp_traverse/tp_clear (set up in _core.pyx) show these references
     # to the cycle GC, so that a dropped base with pending events is still collected.
     cdef Py_ssize_t _nheld
     # Signal events held (pending or active) on this base: libevent delivers signals to one base only.
     cdef Py_ssize_t _nsignals
-    # Every open Event levent created on this base, as a borrowed intrusive list (Event._prev/_next):
-    # close() must free them before event_base_free(), or they would point into a freed base.
-    cdef PyObject *_events
+    # Every open Handle (Event, BufferEvent, Listener) levent created on this base, as a borrowed
+    # intrusive list (Handle._prev/_next): close() must free them before event_base_free(), or they
+    # would point into a freed base.
+    cdef PyObject *_handles
+    # libevent's select backend aborts the process on an fd >= FD_SETSIZE (glibc's fortified FD_SET):
+    # such fds are refused on a select base.
+    cdef bint _select_backend
     # Thread ident of the thread running loop(), 0 when no loop runs.
     cdef unsigned long _loop_thread
     # The exception a callback raised, re-raised from loop().
     cdef object _exc
     # Internal wakeup socketpair: Python's signal.set_wakeup_fd target while loop() waits in the main
     # thread, so that Ctrl-C and Python signal handlers run promptly.
-    cdef object _wakeup_sockets
+    # Raw fds, not socket objects: the GC could finalize those before a collected base's dealloc.
+    cdef int _wakeup_rfd
+    cdef int _wakeup_wfd
     cdef event _wakeup_ev
     cdef bint _wakeup_added
     # Fallback when another owner holds the wakeup fd: check signals every 100 ms.
@@ -51,13 +57,15 @@ cdef class EventBase:
     cdef object __weakref__
 
     cdef int _ensure_open(self) except -1
+    cdef bint _can_watch(self, int fd)
+    cdef int _check_watchable(self, int fd) except -1
     cdef int _stop_with(self, exc) except -1
     cdef int _run(self, int flags) except -1
     cdef object _arm_signals(self)
     cdef int _disarm_signals(self, object old) except -1
     cdef int _open_wakeup(self) except -1
     cdef int _close_wakeup(self) except -1
-    cdef int _free_events(self) except -1
+    cdef int _close_handles(self) except -1
     cdef Call _new_call(self, double when, callback, tuple args)
     cdef int _push_call(self, Call call) except -1
     cdef int _arm_calls(self) except -1
@@ -77,9 +85,25 @@ cdef class Call:
     cdef object __weakref__
 
 
-cdef class Event:
-    cdef event _ev
+cdef class Handle:
+    # Something of libevent's that lives on an EventBase: linked into the base's list while open, and
+    # held by the base (_hold) while libevent may call back into it.
     cdef EventBase _base
+    cdef bint _held
+    cdef PyObject *_prev
+    cdef PyObject *_next
+    cdef object __weakref__
+
+    cdef int _link(self, EventBase base) except -1
+    cdef int _unlink(self) except -1
+    cdef int _hold(self) except -1
+    cdef int _release(self) except -1
+    # Called by EventBase.close(): free the C object now.
+    cdef int _close_from_base(self) except -1
+
+
+cdef class Event(Handle):
+    cdef event _ev
     cdef object _callback
     cdef tuple _args
     # What the user passed as fd: kept so that a socket object is not closed under a pending event.
@@ -93,15 +117,8 @@ cdef class Event:
     cdef double _deadline
     cdef unsigned int _add_serial
     cdef bint _assigned
-    cdef bint _held
-    cdef PyObject *_prev
-    cdef PyObject *_next
-    cdef object __weakref__
 
     cdef int _setup(self, EventBase base, int fd, short events, callback, tuple args, int style) except -1
     cdef int _add_until(self, double deadline, double timeout) except -1
     cdef int _ensure_ready(self) except -1
-    cdef int _hold(self) except -1
-    cdef int _release(self) except -1
     cdef int _del(self) except -1
-    cdef int _unlink(self) except -1

@@ -51,6 +51,9 @@ from collections import namedtuple
 cdef extern from "stdio.h" nogil:
     FILE *open_memstream(char **ptr, size_t *sizeloc)
 
+cdef extern from "sys/select.h":
+    enum: FD_SETSIZE
+
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident() nogil
 
@@ -431,10 +434,10 @@ cdef class EventBase:
         self._base = NULL
         self._nheld = 0
         self._nsignals = 0
-        self._events = NULL
+        self._handles = NULL
         self._loop_thread = 0
         self._exc = None
-        self._wakeup_sockets = None
+        self._wakeup_rfd = self._wakeup_wfd = -1
         self._wakeup_added = False
         self._calls = NULL
         self._ncalls = self._calls_capacity = self._ncancelled = 0
@@ -490,6 +493,8 @@ cdef class EventBase:
         if not 0 <= min_priority < priorities and min_priority != 0:
             raise ValueError(f"min_priority must be between 0 and priorities - 1, not {min_priority}")
 
+        if "select" in known and all(name in avoid for name in known if name != "select"):
+            _check_select_headroom()
         cdef event_config *cfg = event_config_new()
         if cfg == NULL:
             raise MemoryError()
@@ -520,6 +525,7 @@ cdef class EventBase:
                 f"({', '.join(wanted) or 'defaults'}; available: {known})" + (f": {msg}" if msg else ""))
         if priorities != 1 and event_base_priority_init(self._base, priorities) != 0:
             raise ValueError(f"libevent rejected priorities={priorities}")
+        self._select_backend = event_base_get_method(self._base) == b"select"
 
     def __dealloc__(self):
         # No loop can be running (loop() holds a reference) and no Event can be left (each holds one),
@@ -527,7 +533,7 @@ cdef class EventBase:
         if self._base != NULL:
             self._clear_calls()
             self._close_calls_event()
-            self._free_events()
+            self._close_handles()
             self._close_wakeup()
             event_base_free(self._base)
             self._base = NULL
@@ -535,6 +541,15 @@ cdef class EventBase:
     cdef int _ensure_open(self) except -1:
         if self._base == NULL:
             raise ValueError("this EventBase is closed; create a new EventBase")
+        return 0
+
+    cdef bint _can_watch(self, int fd):
+        return not self._select_backend or fd < FD_SETSIZE
+
+    cdef int _check_watchable(self, int fd) except -1:
+        if not self._can_watch(fd):
+            raise ValueError(f"the select backend cannot watch fd {fd} (select() takes fds below "
+                             f"{FD_SETSIZE}); use EventBase(method='epoll') or 'poll'")
         return 0
 
     cdef int _stop_with(self, exc) except -1:
@@ -658,7 +673,15 @@ cdef class EventBase:
         if not _is_main_thread():
             return None
         self._open_wakeup()
-        mine = self._wakeup_sockets[1].fileno()
+        if not self._wakeup_added:
+            event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST, _wakeup_callback, <void *>self)
+            self._sigcheck_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL
+            event_priority_set(&self._sigcheck_ev, 0)
+            tv.tv_sec = 0
+            tv.tv_usec = 100000
+            event_add(&self._sigcheck_ev, &tv)
+            return False
+        mine = self._wakeup_wfd
         old = _signal.set_wakeup_fd(mine, warn_on_full_buffer=False)
         if old != -1 and old not in _levent_wakeup_fds:
             # Someone else (an asyncio loop) owns the wakeup fd and reads signal numbers from it: give
@@ -675,6 +698,8 @@ cdef class EventBase:
             return 0
         if old is False:
             event_del(&self._sigcheck_ev)
+            if not self._wakeup_added:
+                event_debug_unassign(&self._sigcheck_ev)
             return 0
         _signal.set_wakeup_fd(old)
         return 0
@@ -683,9 +708,15 @@ cdef class EventBase:
         if self._wakeup_added:
             return 0
         reader, writer = _socket.socketpair()
-        reader.setblocking(False)
-        writer.setblocking(False)
-        event_assign(&self._wakeup_ev, self._base, reader.fileno(), EV_READ | EV_PERSIST,
+        rfd, wfd = reader.detach(), writer.detach()
+        if not self._can_watch(rfd):
+            # _arm_signals falls back to checking for signals every 100 ms.
+            os.close(rfd)
+            os.close(wfd)
+            return 0
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        event_assign(&self._wakeup_ev, self._base, rfd, EV_READ | EV_PERSIST,
                      _wakeup_callback, <void *>self)
         event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST, _wakeup_callback, <void *>self)
         # Internal, as libevent marks its own notification events: they do not keep loop() from
@@ -695,9 +726,12 @@ cdef class EventBase:
         event_priority_set(&self._wakeup_ev, 0)
         event_priority_set(&self._sigcheck_ev, 0)
         if event_add(&self._wakeup_ev, NULL) != 0:
-            raise _libevent_error("event_add(wakeup)")
-        self._wakeup_sockets = (reader, writer)
-        _levent_wakeup_fds.add(writer.fileno())
+            err = errno
+            os.close(rfd)
+            os.close(wfd)
+            raise _libevent_error("event_add(wakeup)", err)
+        self._wakeup_rfd, self._wakeup_wfd = rfd, wfd
+        _levent_wakeup_fds.add(wfd)
         self._wakeup_added = True
         return 0
 
@@ -708,12 +742,10 @@ cdef class EventBase:
         event_del(&self._sigcheck_ev)
         event_debug_unassign(&self._wakeup_ev)
         event_debug_unassign(&self._sigcheck_ev)
-        if self._wakeup_sockets is not None:
-            reader, writer = self._wakeup_sockets
-            _levent_wakeup_fds.discard(writer.fileno())
-            reader.close()
-            writer.close()
-        self._wakeup_sockets = None
+        _levent_wakeup_fds.discard(self._wakeup_wfd)
+        close_fd(self._wakeup_rfd)
+        close_fd(self._wakeup_wfd)
+        self._wakeup_rfd = self._wakeup_wfd = -1
         self._wakeup_added = False
         return 0
 
@@ -746,6 +778,8 @@ cdef class EventBase:
     def reinit(self):
         """Re-create the backend after ``os.fork()``; call it in the child before using the base."""
         self._ensure_open()
+        if self._select_backend:
+            _check_select_headroom()
         levent_log_capture()
         cdef int rc = event_reinit(self._base)
         levent_log_release()
@@ -756,13 +790,13 @@ cdef class EventBase:
             set_by_us = False
             if self._loop_thread != 0 and _is_main_thread():
                 old = _signal.set_wakeup_fd(-1)
-                set_by_us = old == self._wakeup_sockets[1].fileno()
+                set_by_us = old == self._wakeup_wfd
                 if not set_by_us:
                     _signal.set_wakeup_fd(old)
             self._close_wakeup()
             self._open_wakeup()
             if set_by_us:
-                _signal.set_wakeup_fd(self._wakeup_sockets[1].fileno(), warn_on_full_buffer=False)
+                _signal.set_wakeup_fd(self._wakeup_wfd, warn_on_full_buffer=False)
         if self._calls_ev_ready:
             # So is the timerfd.
             self._close_calls_event()
@@ -906,6 +940,9 @@ cdef class EventBase:
 
     cdef int _open_calls_event(self) except -1:
         self._timerfd = levent_timerfd_create()
+        if self._timerfd >= 0 and not self._can_watch(self._timerfd):
+            close_fd(self._timerfd)
+            self._timerfd = -1
         if self._timerfd >= 0:
             event_assign(&self._calls_ev, self._base, self._timerfd, EV_READ | EV_PERSIST,
                          _calls_callback, <void *>self)
@@ -995,33 +1032,35 @@ cdef class EventBase:
         if self._loop_thread != PyThread_get_thread_ident():
             return None
         cdef event *ev = event_base_get_running_event(self._base)
-        cdef PyObject *p = self._events
+        cdef PyObject *p = self._handles
         while p != NULL:
-            if &(<Event>p)._ev == ev:
+            if isinstance(<object>p, Event) and &(<Event>p)._ev == ev:
                 return <Event>p
-            p = (<Event>p)._next
+            p = (<Handle>p)._next
         return None
 
     def __iter__(self):
         """Iterate over the open Events levent created on this base (a snapshot)."""
         cdef list events = []
-        cdef PyObject *p = self._events
+        cdef PyObject *p = self._handles
         while p != NULL:
-            events.append(<Event>p)
-            p = (<Event>p)._next
+            if isinstance(<object>p, Event):
+                events.append(<Event>p)
+            p = (<Handle>p)._next
         return iter(events)
 
-    # -- closing ------------------------------------------------------------------------------------
-
-    cdef int _free_events(self) except -1:
-        cdef Event ev
-        while self._events != NULL:
-            ev = <Event>self._events
-            ev.close()
+    cdef int _close_handles(self) except -1:
+        cdef Handle handle
+        while self._handles != NULL:
+            handle = <Handle>self._handles
+            handle._close_from_base()
+            if self._handles == <PyObject *>handle:
+                handle._unlink()    # a subclass that failed to unlink: never loop forever
         return 0
 
     def close(self):
-        """Close every Event on this base, then free the base. Closing twice does nothing.
+        """Close every Event, BufferEvent and Listener on this base, then free the base. Closing twice
+        does nothing.
 
         Not allowed while its loop runs: call loopbreak() and close after loop() returns.
         """
@@ -1032,7 +1071,7 @@ cdef class EventBase:
                                "call loopbreak() and close it after loop() returns")
         self._clear_calls()
         self._close_calls_event()
-        self._free_events()
+        self._close_handles()
         self._close_wakeup()
         event_base_free(self._base)
         self._base = NULL
@@ -1062,13 +1101,13 @@ cdef int _base_traverse(PyObject *o, visitproc visit, void *arg) noexcept:
     cdef int r = _base_traverse_attributes(o, visit, arg)
     if r:
         return r
-    cdef PyObject *p = (<EventBase>o)._events
+    cdef PyObject *p = (<EventBase>o)._handles
     while p != NULL:
-        if (<Event>p)._held:
+        if (<Handle>p)._held:
             r = visit(p, arg)
             if r:
                 return r
-        p = (<Event>p)._next
+        p = (<Handle>p)._next
     cdef Py_ssize_t i
     for i in range((<EventBase>o)._ncalls):
         r = visit((<EventBase>o)._calls[i].call, arg)
@@ -1080,13 +1119,13 @@ cdef int _base_traverse(PyObject *o, visitproc visit, void *arg) noexcept:
 cdef int _base_clear(PyObject *o) noexcept:
     # Collect the held Events first: dropping a reference may free Events and relink the list.
     cdef list held = []
-    cdef PyObject *p = (<EventBase>o)._events
+    cdef PyObject *p = (<EventBase>o)._handles
     while p != NULL:
-        if (<Event>p)._held:
-            held.append(<Event>p)
-        p = (<Event>p)._next
-    for ev in held:
-        (<Event>ev)._release()
+        if (<Handle>p)._held:
+            held.append(<Handle>p)
+        p = (<Handle>p)._next
+    for handle in held:
+        (<Handle>handle)._release()
     try:
         (<EventBase>o)._clear_calls()
     except BaseException:
@@ -1105,9 +1144,56 @@ cdef unsigned int _count_flags(bint active, bint virtual, bint added):
 
 # ---------------------------------------------------------------------------------------------------
 
+@cython.no_gc_clear   # subclasses' __dealloc__ need _base alive to free their C objects
+cdef class Handle:
+    """Base of everything levent creates on an EventBase (Event, BufferEvent, Listener)."""
+
+    def __cinit__(self):
+        self._held = False
+        self._prev = NULL
+        self._next = NULL
+
+    cdef int _link(self, EventBase base) except -1:
+        self._base = base
+        self._next = base._handles
+        if base._handles != NULL:
+            (<Handle>base._handles)._prev = <PyObject *>self
+        base._handles = <PyObject *>self
+        return 0
+
+    cdef int _unlink(self) except -1:
+        cdef EventBase base = self._base
+        if self._prev != NULL:
+            (<Handle>self._prev)._next = self._next
+        elif base is not None and base._handles == <PyObject *>self:
+            base._handles = self._next
+        if self._next != NULL:
+            (<Handle>self._next)._prev = self._prev
+        self._prev = self._next = NULL
+        return 0
+
+    cdef int _hold(self) except -1:
+        if not self._held:
+            Py_INCREF(self)
+            self._held = True
+            self._base._nheld += 1
+        return 0
+
+    cdef int _release(self) except -1:
+        # Callers hold their own reference, so self survives the DECREF.
+        if self._held:
+            self._held = False
+            self._base._nheld -= 1
+            Py_DECREF(self)
+        return 0
+
+    cdef int _close_from_base(self) except -1:
+        raise NotImplementedError
+
+
 @cython.no_gc_clear   # __dealloc__ needs _base alive to delete the C event
 @cython.freelist(64)
-cdef class Event:
+cdef class Event(Handle):
     """An event: libevent's ``event`` on an fd, a signal or a timeout.
 
     ``Event(base, fd, events, callback, *args)`` calls ``callback(fd, what, *args)`` when any of
@@ -1120,9 +1206,6 @@ cdef class Event:
 
     def __cinit__(self):
         self._assigned = False
-        self._held = False
-        self._prev = NULL
-        self._next = NULL
         self._args = ()
         self._timeout = -1
 
@@ -1151,17 +1234,12 @@ cdef class Event:
         base._ensure_open()
         if event_assign(&self._ev, base._base, fd, events, _event_callback, <void *>self) != 0:
             raise _libevent_error("event_assign")
-        self._base = base
         self._callback = callback
         self._args = args
         self._fd_obj = fd
         self._style = style
         self._assigned = True
-        # Link into the base's list of open events.
-        self._next = base._events
-        if base._events != NULL:
-            (<Event>base._events)._prev = <PyObject *>self
-        base._events = <PyObject *>self
+        self._link(base)
         return 0
 
     def __dealloc__(self):
@@ -1179,15 +1257,8 @@ cdef class Event:
             self._assigned = False
             self._unlink()
 
-    cdef int _unlink(self) except -1:
-        cdef EventBase base = self._base
-        if self._prev != NULL:
-            (<Event>self._prev)._next = self._next
-        elif base is not None and base._events == <PyObject *>self:
-            base._events = self._next
-        if self._next != NULL:
-            (<Event>self._next)._prev = self._prev
-        self._prev = self._next = NULL
+    cdef int _close_from_base(self) except -1:
+        self.close()
         return 0
 
     cdef int _ensure_ready(self) except -1:
@@ -1202,9 +1273,7 @@ cdef class Event:
     cdef int _hold(self) except -1:
         global _signal_base
         if not self._held:
-            Py_INCREF(self)
-            self._held = True
-            self._base._nheld += 1
+            Handle._hold(self)
             if self._ev.ev_events & EV_SIGNAL:
                 self._base._nsignals += 1
                 _signal_base = <PyObject *>self._base
@@ -1212,15 +1281,12 @@ cdef class Event:
 
     cdef int _release(self) except -1:
         global _signal_base
-        # Callers hold their own reference, so self survives the DECREF.
         if self._held:
-            self._held = False
-            self._base._nheld -= 1
             if self._ev.ev_events & EV_SIGNAL:
                 self._base._nsignals -= 1
                 if self._base._nsignals == 0 and _signal_base == <PyObject *>self._base:
                     _signal_base = NULL
-            Py_DECREF(self)
+            Handle._release(self)
         return 0
 
     cdef int _del(self) except -1:
@@ -1303,6 +1369,8 @@ cdef class Event:
         if not (self._ev.ev_events & (_FD_KINDS | EV_SIGNAL)):
             raise ValueError("an event without READ, WRITE, CLOSED or SIGNAL only fires on a "
                              "timeout: pass add(timeout=seconds)")
+        if self._ev.ev_events & _FD_KINDS:
+            self._base._check_watchable(self._ev.ev_fd)
         _check_signal_base(self)
         levent_log_capture()
         rc = event_add(&self._ev, NULL)
@@ -1318,6 +1386,8 @@ cdef class Event:
     cdef int _add_until(self, double deadline, double timeout) except -1:
         cdef timeval tv
         cdef int rc, err
+        if self._ev.ev_events & _FD_KINDS:
+            self._base._check_watchable(self._ev.ev_fd)
         cdef long long expected = _timeout_until(self._base, deadline, &tv)
         cdef long long late
         _check_signal_base(self)
@@ -1436,6 +1506,17 @@ cdef int _warn_logged() except -1:
         import warnings
         warnings.warn(f"libevent: {levent_log_message.decode('utf-8', 'replace')}", RuntimeWarning,
                       stacklevel=3)
+    return 0
+
+
+cdef int _check_select_headroom() except -1:
+    """libevent opens its own fds for a select base (notification, signals) and aborts the process if
+    one is >= FD_SETSIZE: refuse to create or reinit one when the lowest free fd leaves no room."""
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)
+    if fd + 4 >= FD_SETSIZE:
+        raise ValueError(f"the select backend needs fds below {FD_SETSIZE}, but the lowest free fd is "
+                         f"{fd}; close some files or use EventBase(method='epoll') or 'poll'")
     return 0
 
 
