@@ -2,7 +2,7 @@
 
 The raw API mirrors libevent: an :class:`EventBase` (event_base) runs the loop; an :class:`Event`
 (event) watches an fd, a signal or a timeout; :class:`Timer` and :class:`Signal` are the evtimer and
-evsignal conveniences.
+evsignal conveniences. A :class:`Buffer` is libevent's evbuffer.
 """
 from levent._version import __version__
 from levent._core import (
@@ -24,10 +24,23 @@ from levent._core import (
     libevent_version,
     supported_methods,
 )
+from levent._buffer import (
+    EOL_ANY,
+    EOL_CRLF,
+    EOL_CRLF_STRICT,
+    EOL_LF,
+    EOL_NUL,
+    Buffer,
+)
 
 __all__ = [
     "__version__",
     "CLOSED",
+    "EOL_ANY",
+    "EOL_CRLF",
+    "EOL_CRLF_STRICT",
+    "EOL_LF",
+    "EOL_NUL",
     "ET",
     "MAX_PRIORITIES",
     "PERSIST",
@@ -35,6 +48,7 @@ __all__ = [
     "SIGNAL",
     "TIMEOUT",
     "WRITE",
+    "Buffer",
     "Call",
     "Event",
     "EventBase",
