@@ -1,6 +1,15 @@
 # event2/util.h: portable types and socket helpers.
 from posix.time cimport timeval
 
+
+# The socket address structs libevent's API takes (event2/util.h uses them from sys/socket.h).
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        unsigned short sa_family
+    struct sockaddr_storage:
+        unsigned short ss_family
+
 cdef extern from "event2/util.h" nogil:
     ctypedef int evutil_socket_t
     ctypedef unsigned char ev_uint8_t

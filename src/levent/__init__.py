@@ -32,9 +32,13 @@ from levent._buffer import (
     EOL_NUL,
     Buffer,
 )
+from levent._bufferevent import BufferEvent
+from levent._listener import Listener
 
 __all__ = [
     "__version__",
+    "BufferEvent",
+    "Listener",
     "CLOSED",
     "EOL_ANY",
     "EOL_CRLF",

@@ -122,3 +122,7 @@ cdef class Event(Handle):
     cdef int _add_until(self, double deadline, double timeout) except -1
     cdef int _ensure_ready(self) except -1
     cdef int _del(self) except -1
+
+
+# For other levent modules: raise ValueError unless a select base has room for libevent's new fds.
+cdef int _check_select_headroom() except -1
