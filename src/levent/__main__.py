@@ -1,0 +1,32 @@
+"""``python -m levent``: the examples (hello, echo) and what a bug report needs (info)."""
+import argparse
+import sys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m levent", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, port, text in (("hello", 9995, "libevent's hello-world: greet each connection, close it"),
+                             ("echo", 9996, "an echo server on BufferEvents")):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        sub.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0: any free port)")
+    commands.add_parser("info", help="levent's and libevent's versions and backends")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        import levent
+
+        print(f"levent {levent.__version__} ({levent.__file__})")
+        print(f"libevent {levent.libevent_version().string}; backends {', '.join(levent.supported_methods())}")
+        print(f"Python {sys.version.split()[0]}")
+        return 0
+
+    from levent import examples
+
+    getattr(examples, args.command)(args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
