@@ -11,6 +11,10 @@ def main(argv=None):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
         sub.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0: any free port)")
+        if name == "echo":
+            sub.add_argument("--mode", choices=("events", "bufferevent"), default="events",
+                             help="events: an Event per connection with recv_into/send (the fastest); "
+                                  "bufferevent: libevent's bufferevent echo")
     commands.add_parser("info", help="levent's and libevent's versions and backends")
     args = parser.parse_args(argv)
 
@@ -24,7 +28,10 @@ def main(argv=None):
 
     from levent import examples
 
-    getattr(examples, args.command)(args.host, args.port)
+    if args.command == "echo":
+        examples.echo(args.host, args.port, mode=args.mode)
+    else:
+        examples.hello(args.host, args.port)
     return 0
 
 
