@@ -186,7 +186,7 @@ cdef class Buffer:
     """A byte buffer: libevent's ``evbuffer``, a chain of memory blocks that moves data between
     buffers without copying.
 
-    ``Buffer(data=b"")`` makes an empty buffer, or one holding a copy of ``data``. ``len()``,
+    ``Buffer()`` makes an empty buffer; ``Buffer(data)`` one holding a copy of ``data``. ``len()``,
     ``bool()`` and ``bytes()`` work as for bytes. Read with :meth:`read`, :meth:`remove`,
     :meth:`readinto`, :meth:`readln`, :meth:`copyout` (non-destructive), :meth:`read_view`
     (zero-copy); write with :meth:`add`, :meth:`prepend`, :meth:`add_buffer` (moves blocks, no
