@@ -1221,3 +1221,8 @@ cdef class BufferCallback:
     def __repr__(self):
         state = "active" if self._fn is not None else "removed"
         return f"<BufferCallback {state} callback={self._fn!r}>"
+
+
+# Release what the loop thread let go of each time loop() returns, not only at the next Buffer call.
+from levent._core cimport set_after_loop_hook
+set_after_loop_hook(release_pending_references)

@@ -126,3 +126,9 @@ cdef class Event(Handle):
 
 # For other levent modules: raise ValueError unless a select base has room for libevent's new fds.
 cdef int _check_select_headroom() except -1
+
+
+# levent._buffer registers a function to run (with the GIL) each time loop() returns: it releases the
+# objects whose buffer chains libevent dropped in the loop thread without the GIL.
+ctypedef void (*after_loop_hook)() noexcept
+cdef int set_after_loop_hook(after_loop_hook hook) except -1

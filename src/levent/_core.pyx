@@ -183,6 +183,14 @@ cdef set _levent_wakeup_fds = set()
 # libevent delivers signals to one base only and lets a second base silently take them over.
 cdef PyObject *_signal_base = NULL
 
+cdef after_loop_hook _after_loop = NULL
+
+
+cdef int set_after_loop_hook(after_loop_hook hook) except -1:
+    global _after_loop
+    _after_loop = hook
+    return 0
+
 
 def libevent_version():
     """Return the loaded libevent's version as ``LibeventVersion(string, number)``."""
@@ -653,6 +661,8 @@ cdef class EventBase:
                 self._disarm_signals(old_wakeup)
         finally:
             self._loop_thread = 0
+            if _after_loop != NULL:
+                _after_loop()
         if self._exc is not None:
             exc = self._exc
             self._exc = None
