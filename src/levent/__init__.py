@@ -32,13 +32,14 @@ from levent._buffer import (
     EOL_NUL,
     Buffer,
 )
-from levent._bufferevent import BufferEvent
+from levent._bufferevent import BufferEvent, RateLimitGroup
 from levent._listener import Listener
 
 __all__ = [
     "__version__",
     "BufferEvent",
     "Listener",
+    "RateLimitGroup",
     "CLOSED",
     "EOL_ANY",
     "EOL_CRLF",

@@ -27,6 +27,9 @@ cdef class BufferEvent(Handle):
     cdef object _input_filter
     cdef object _output_filter
     cdef object _rate_limit
+    # The RateLimitGroup it is in: left before the bufferevent is freed, because libevent frees it
+    # later (a finalizer) and asserts that a group being freed has no members.
+    cdef object _rate_group
 
     @staticmethod
     cdef BufferEvent from_fd(EventBase base, int fd, int options)

@@ -287,6 +287,10 @@ cdef class BufferEvent(Handle):
         if self._filter_above is not None:
             # A filter on top of this one points at it: it goes first.
             self._filter_above._free()
+        if self._rate_group is not None:
+            (<RateLimitGroup>self._rate_group)._members.remove(self)
+            self._rate_group = None
+            bufferevent_remove_from_rate_limit_group(bev)
         if self._input is not None:
             self._input.invalidate()
         if self._output is not None:
@@ -721,3 +725,98 @@ cdef class _TokenBucket:
     def __dealloc__(self):
         if self._cfg != NULL:
             ev_token_bucket_cfg_free(self._cfg)
+
+
+@cython.no_gc_clear   # __dealloc__ needs _base alive to free the group
+cdef class RateLimitGroup(Handle):
+    """A token bucket shared by several BufferEvents (bufferevent_rate_limit_group): together they
+    read and write at most ``read_rate``/``write_rate`` bytes per ``tick`` seconds.
+
+    ``RateLimitGroup(base, read_rate=None, read_burst=None, write_rate=None, write_burst=None, tick=1.0)``;
+    ``add(bev)``/``remove(bev)``; ``close()`` (or the base's close()) frees it, after detaching its
+    members, as libevent requires."""
+
+    cdef bufferevent_rate_limit_group *_group
+    cdef _TokenBucket _cfg
+    cdef list _members
+
+    def __cinit__(self):
+        self._group = NULL
+
+    def __init__(self, EventBase base not None, read_rate=None, read_burst=None, write_rate=None,
+                 write_burst=None, tick=1.0):
+        if self._group != NULL:
+            raise RuntimeError("RateLimitGroup.__init__() called twice")
+        base._ensure_open()
+        self._cfg = _TokenBucket(read_rate, read_burst, write_rate, write_burst, tick)
+        self._group = bufferevent_rate_limit_group_new(base._base, self._cfg._cfg)
+        if self._group == NULL:
+            raise OSError(errno, "bufferevent_rate_limit_group_new failed")
+        self._members = []
+        self._link(base)
+        self._hold()
+
+    def __dealloc__(self):
+        # The base holds an open group, so this only runs once it is closed, or when the GC tears
+        # down a dropped base with its handles; its members are gone or detached by then.
+        if self._group != NULL:
+            bufferevent_rate_limit_group_free(self._group)
+            self._group = NULL
+            self._unlink()
+
+    cdef int _ensure(self) except -1:
+        if self._group == NULL:
+            raise ValueError("this RateLimitGroup is closed")
+        return 0
+
+    def add(self, BufferEvent bev not None):
+        """Make ``bev`` share this group's bucket."""
+        self._ensure()
+        bev._ensure_open()
+        if bev._base is not self._base:
+            raise ValueError("the BufferEvent belongs to another EventBase")
+        if bev._rate_group is not None and bev._rate_group is not self:
+            (<RateLimitGroup>bev._rate_group).remove(bev)
+        if bufferevent_add_to_rate_limit_group(bev._bev, self._group) != 0:
+            raise OSError(errno, "bufferevent_add_to_rate_limit_group failed")
+        if bev._rate_group is None:
+            self._members.append(bev)
+            bev._rate_group = self
+
+    def remove(self, BufferEvent bev not None):
+        """Take ``bev`` out of the group."""
+        self._ensure()
+        if bev._rate_group is self:
+            self._members.remove(bev)
+            bev._rate_group = None
+            bufferevent_remove_from_rate_limit_group(bev._bev)
+
+    def configure(self, read_rate=None, read_burst=None, write_rate=None, write_burst=None, tick=1.0):
+        """Change the group's limits."""
+        self._ensure()
+        cfg = _TokenBucket(read_rate, read_burst, write_rate, write_burst, tick)
+        if bufferevent_rate_limit_group_set_cfg(self._group, (<_TokenBucket>cfg)._cfg) != 0:
+            raise OSError(errno, "bufferevent_rate_limit_group_set_cfg failed")
+        self._cfg = cfg
+
+    cdef int _close_from_base(self) except -1:
+        self.close()
+        return 0
+
+    @property
+    def closed(self):
+        """True once closed."""
+        return self._group == NULL
+
+    def close(self):
+        """Detach the members and free the group."""
+        if self._group == NULL:
+            return
+        for bev in self._members:
+            (<BufferEvent>bev)._rate_group = None
+            bufferevent_remove_from_rate_limit_group((<BufferEvent>bev)._bev)
+        self._members = []
+        bufferevent_rate_limit_group_free(self._group)
+        self._group = NULL
+        self._unlink()
+        self._release()
