@@ -45,8 +45,9 @@ Reported per contender (median over the repeats, min-max where shown):
 /proc/PID/stat counts in clock ticks (10 ms at USER_HZ=100): over a multi-second window that is a
 fraction of a percent.
 
-Every server is stopped by PID (SIGTERM, then SIGKILL after 5 s), also on Ctrl-C and on errors;
-every loadgen run is bounded (it also alarm()s itself). Exit status 1 if any run failed.
+Every server is stopped by PID (SIGTERM, then SIGKILL after 5 s), also on Ctrl-C, SIGTERM and
+errors; on Linux the children also get SIGTERM if the harness dies regardless (PR_SET_PDEATHSIG).
+Every loadgen run is bounded (it also alarm()s itself). Exit status 1 if any run failed.
 """
 import argparse
 import json
@@ -89,8 +90,19 @@ LIVE = {}  # pid -> Popen: every process started and not yet reaped
 # Processes
 
 
+def _die_with_parent():
+    """In the child before exec: SIGTERM it if the harness dies without cleaning up (even SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def spawn(cmd, **kwargs):
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **kwargs)
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=preexec, **kwargs)
     LIVE[proc.pid] = proc
     return proc
 
@@ -589,7 +601,12 @@ def main(argv=None):
     return 0
 
 
+def _terminated(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds through the finally below, which stops every child
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = main()
     except KeyboardInterrupt:
