@@ -388,6 +388,8 @@ def run_one(cmd, loadgen, size, conns, duration, warmup, pinned):
         if server.poll() is not None:
             raise RunError(f"server exited during the run (status {server.returncode}): {tail(server_err)}")
         cpu_run1 = cpu_seconds(server.pid)
+    except OSError as exc:  # /proc/PID/stat of a server that vanished, a pipe error, ...
+        raise RunError(f"{type(exc).__name__}: {exc}")
     finally:
         if gen is not None:
             stop(gen)
