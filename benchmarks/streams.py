@@ -320,7 +320,8 @@ class RunError(Exception):
 
 
 def start_server(cmd, pinned):
-    """Starts a server on a fresh port and waits for "ready". Returns (proc, port, errfile)."""
+    """Starts a server on a fresh port and waits for a line starting with "ready". Returns
+    (proc, port, errfile)."""
     port = free_port()
     err = tempfile.TemporaryFile()
     try:
@@ -331,7 +332,7 @@ def start_server(cmd, pinned):
     if pinned:
         pin(proc.pid, SERVER_CPU)
     line = LineReader(proc.stdout).readline(time.monotonic() + READY_TIMEOUT)
-    if line != "ready":
+    if line is None or not line.startswith("ready"):
         exited = proc.poll() is not None
         status = stop(proc)
         if line is not None:
