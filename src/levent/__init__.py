@@ -22,6 +22,8 @@ from levent._core import (
     Signal,
     Timer,
     libevent_version,
+    recv_into,
+    send,
     supported_methods,
 )
 from levent._buffer import (
@@ -62,5 +64,7 @@ __all__ = [
     "Signal",
     "Timer",
     "libevent_version",
+    "recv_into",
+    "send",
     "supported_methods",
 ]

@@ -75,6 +75,7 @@ cdef int _seconds_to_timeval(object seconds, timeval *tv) except -1:
 
 cdef inline BufferEvent _live(void *arg):
     cdef BufferEvent self = <BufferEvent>arg
+    self._base._dispatched += 1
     return self if self._bev != NULL else None
 
 

@@ -54,6 +54,8 @@ cdef class EventBase:
     cdef double _armed_when
     # Set by loopbreak(), cleared when loop() starts: stops a batch of calls.
     cdef bint _break_requested
+    # Counts the callbacks levent ran: tells loop() whether a non-blocking pass found work.
+    cdef unsigned long long _dispatched
     cdef object __weakref__
 
     cdef int _ensure_open(self) except -1
@@ -61,6 +63,8 @@ cdef class EventBase:
     cdef int _check_watchable(self, int fd) except -1
     cdef int _stop_with(self, exc) except -1
     cdef int _run(self, int flags) except -1
+    cdef int _drive(self, int flags) except -2
+    cdef bint _stopping(self)
     cdef object _arm_signals(self)
     cdef int _disarm_signals(self, object old) except -1
     cdef int _open_wakeup(self) except -1

@@ -23,13 +23,14 @@ cdef extern from "Python.h":
         traverseproc tp_traverse
         inquiry tp_clear
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from libc.errno cimport errno, EBADF, EAGAIN, EINTR
 from libc.math cimport ceil, isfinite
 from libc.stdio cimport FILE, fclose, fflush
 from libc.stdlib cimport free
 from posix.fcntl cimport fcntl, F_GETFD
 from posix.time cimport timeval, timespec, clock_gettime, CLOCK_MONOTONIC
-from posix.unistd cimport read, close as close_fd
+from posix.unistd cimport read, write, close as close_fd
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.math cimport INFINITY
 
@@ -310,6 +311,7 @@ cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
     cdef EventBase base = ev._base
     cdef unsigned int serial = ev._add_serial
     cdef double deadline
+    base._dispatched += 1
     what &= _ALL_KINDS    # epoll ORs EV_ET into what; callbacks get the kinds that happened
     try:
         if ev._style == STYLE_FD:
@@ -357,6 +359,10 @@ cdef void _wakeup_callback(evutil_socket_t fd, short what, void *arg) noexcept w
                 n = read(fd, buf, sizeof(buf))
             if n <= 0 and not (n < 0 and errno == EINTR):
                 break
+    if base._break_requested:
+        # loopbreak() from another thread: libevent may have reset its own flag when this
+        # event_base_loop call began, so break again from inside the loop.
+        event_base_loopbreak(base._base)
     try:
         # Runs Python signal handlers (in the main thread); KeyboardInterrupt comes out of here.
         PyErr_CheckSignals()
@@ -402,6 +408,7 @@ cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
     # The base owns this event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
     cdef unsigned long long expirations
+    base._dispatched += 1
     if base._timerfd >= 0:
         with nogil:
             read(base._timerfd, &expirations, sizeof(expirations))
@@ -454,6 +461,7 @@ cdef class EventBase:
         self._calls_ev_ready = self._calls_ev_added = False
         self._armed_when = INFINITY
         self._break_requested = False
+        self._dispatched = 0
 
     def __init__(self, *, method=None, avoid=(), require=0, int priorities=1, bint precise_timer=False,
                  bint nolock=False, bint ignore_env=False, bint no_cache_time=False,
@@ -655,8 +663,7 @@ cdef class EventBase:
             try:
                 # A signal that arrived before the wakeup fd was set would wait for the next event.
                 PyErr_CheckSignals()
-                with nogil:
-                    rc = event_base_loop(self._base, flags)
+                rc = self._drive(flags)
             finally:
                 self._disarm_signals(old_wakeup)
         finally:
@@ -674,15 +681,48 @@ cdef class EventBase:
             raise _libevent_error("event_base_loop")
         return rc
 
+    cdef int _drive(self, int flags) except -2:
+        """event_base_loop() in two steps, so that a busy loop does not pass the GIL back and forth.
+
+        First a non-blocking pass with the GIL held: it runs whatever is ready (and whatever that
+        makes ready) without ever waiting, and callbacks find the GIL already theirs. Only when it
+        found nothing does the loop wait, in one blocking pass with the GIL released.
+        """
+        cdef int rc
+        cdef unsigned long long seen
+        cdef int keep = flags & (EVLOOP_NO_EXIT_ON_EMPTY | EVLOOP_ONCE)
+        if flags & EVLOOP_NONBLOCK:
+            return event_base_loop(self._base, flags)
+        while True:
+            seen = self._dispatched
+            rc = event_base_loop(self._base, EVLOOP_NONBLOCK | keep)
+            if rc != 0 or self._stopping():
+                return rc
+            if self._dispatched == seen:
+                with nogil:
+                    rc = event_base_loop(self._base, EVLOOP_ONCE | (keep & EVLOOP_NO_EXIT_ON_EMPTY))
+                if rc != 0 or self._stopping():
+                    return rc
+            if flags & EVLOOP_ONCE:
+                return 0
+            PyErr_CheckSignals()
+
+    cdef bint _stopping(self):
+        # libevent resets its exit/break flags when each event_base_loop call begins: look at them
+        # between the calls, along with levent's own.
+        return (self._exc is not None or self._break_requested
+                or event_base_got_break(self._base) or event_base_got_exit(self._base))
+
     cdef object _arm_signals(self):
         """In the main thread, point Python's signal wakeup fd at this base while it waits.
 
         Returns what _disarm_signals needs to restore: None (nothing done), or the previous fd.
         """
         cdef timeval tv
-        if not _is_main_thread():
-            return None
+        # Any thread: a loopbreak() from another thread writes to the wakeup socket.
         self._open_wakeup()
+        if self._wakeup_added and not _is_main_thread():
+            return None
         if not self._wakeup_added:
             event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST, _wakeup_callback, <void *>self)
             self._sigcheck_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL
@@ -774,10 +814,16 @@ cdef class EventBase:
 
     def loopbreak(self):
         """Make the loop return right after the callback that is running; safe from any thread."""
+        cdef char byte = 0
         self._ensure_open()
         self._break_requested = True
         if event_base_loopbreak(self._base) != 0:
             raise _libevent_error("event_base_loopbreak")
+        if (self._loop_thread != 0 and self._loop_thread != PyThread_get_thread_ident()
+                and self._wakeup_added):
+            # The loop may be between two event_base_loop calls, the next of which would reset
+            # libevent's flag: the byte wakes it, and the wakeup callback breaks it again.
+            write(self._wakeup_wfd, &byte, 1)
 
     def loopcontinue(self):
         """From a callback: skip the rest of this iteration's active events and poll again."""
@@ -1627,3 +1673,57 @@ cdef class Call:
     def __repr__(self):
         state = "cancelled" if self._cancelled else "done" if self._done else f"when={self._when:.6f}"
         return f"<Call {state} callback={self._callback!r}>"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Non-blocking socket I/O for callbacks: MSG_DONTWAIT makes these never block, so they keep the GIL
+# (a socket method releases and re-takes it around every call) and parse arguments the fast way.
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
+    ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
+    enum:
+        MSG_DONTWAIT
+        MSG_NOSIGNAL
+
+
+def recv_into(int fd, buffer, Py_ssize_t nbytes=-1):
+    """Receive into ``buffer`` (writable bytes-like) from socket ``fd`` without blocking; return the
+    byte count (0: the peer closed). Raises BlockingIOError when nothing is there, OSError on errors."""
+    cdef Py_buffer view
+    cdef ssize_t n
+    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    try:
+        if nbytes < 0 or nbytes > view.len:
+            nbytes = view.len
+        n = c_recv(fd, view.buf, nbytes, MSG_DONTWAIT)
+        if n < 0:
+            _raise_errno()
+        return n
+    finally:
+        PyBuffer_Release(&view)
+
+
+def send(int fd, data, Py_ssize_t offset=0, Py_ssize_t nbytes=-1):
+    """Send ``data[offset:offset + nbytes]`` (bytes-like) on socket ``fd`` without blocking; return the
+    byte count sent. Raises BlockingIOError when the socket's buffer is full, OSError on errors
+    (EPIPE rather than SIGPIPE)."""
+    cdef Py_buffer view
+    cdef ssize_t n
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        if offset < 0 or offset > view.len:
+            raise ValueError(f"offset must be within the data (0..{view.len}), not {offset}")
+        if nbytes < 0 or nbytes > view.len - offset:
+            nbytes = view.len - offset
+        n = c_send(fd, <char *>view.buf + offset, nbytes, MSG_DONTWAIT | MSG_NOSIGNAL)
+        if n < 0:
+            _raise_errno()
+        return n
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef int _raise_errno() except -1:
+    cdef int err = errno
+    raise OSError(err, os.strerror(err))   # the OSError constructor picks BlockingIOError etc.

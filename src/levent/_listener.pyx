@@ -55,6 +55,7 @@ cdef void _accept_callback(evconnlistener *lev, evutil_socket_t fd, sockaddr *ad
     # arg is the Listener: the base holds it while the evconnlistener exists.
     cdef Listener self = <Listener>arg
     cdef BufferEvent bev
+    self._base._dispatched += 1
     if self._lev == NULL or self._on_accept is None:
         close(fd)
         return

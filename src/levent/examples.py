@@ -3,15 +3,15 @@
 hello is libevent's hello-world sample (sample/hello-world.c): listen on a port, write
 "Hello, World!" to each connection, close it once flushed, exit cleanly on SIGINT.
 echo is an echo server. Its default mode is the fastest the raw API allows: a persistent READ Event
-per connection whose callback recv_into()s one reused buffer and send()s it back, as a C server
-using libevent only as the poller does; libevent 2.1's bufferevents read at most 4 KiB per call,
+per connection whose callback levent.recv_into()s one reused buffer and levent.send()s it back, as a
+C server using libevent only as the poller does; libevent 2.1's bufferevents read at most 4 KiB per call,
 which makes them several times dearer for large messages. ``mode="bufferevent"`` is libevent's
 classic bufferevent echo: the input's chains are moved to the output without a copy.
 """
 import signal
 import socket
 
-from levent import PERSIST, READ, WRITE, Event, EventBase, Listener, Signal
+from levent import PERSIST, READ, WRITE, Event, EventBase, Listener, Signal, recv_into, send
 
 MESSAGE = b"Hello, World!\n"
 
@@ -63,24 +63,22 @@ class _EventEcho:
     def __init__(self, base, size=256 * 1024):
         self.base = base
         self.buffer = bytearray(size)
-        self.view = memoryview(self.buffer)
 
     def accept(self, listener, sock, address):
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        recv_into, send = sock.recv_into, sock.send
-        buffer, view = self.buffer, self.view
+        buffer = self.buffer
         pending = b""
 
         def readable(fd, what):
             nonlocal pending
             try:
-                n = recv_into(buffer)
+                n = recv_into(fd, buffer)
                 if not n:
                     close()
                     return
-                sent = send(view[:n])
+                sent = send(fd, buffer, 0, n)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -88,14 +86,14 @@ class _EventEcho:
                 return
             if sent < n:
                 # The peer reads slowly: stop reading until the rest is out, so nothing piles up.
-                pending = bytes(view[sent:n])
+                pending = bytes(buffer[sent:n])
                 reader.delete()
                 writer.add()
 
         def writable(fd, what):
             nonlocal pending
             try:
-                pending = pending[send(pending):]
+                pending = pending[send(fd, pending):]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
