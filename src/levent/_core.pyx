@@ -1692,7 +1692,10 @@ def recv_into(int fd, buffer, Py_ssize_t nbytes=-1):
     byte count (0: the peer closed). Raises BlockingIOError when nothing is there, OSError on errors."""
     cdef Py_buffer view
     cdef ssize_t n
-    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    try:
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    except BufferError:
+        raise TypeError(f"buffer must be a writable bytes-like object, not {type(buffer).__name__}") from None
     try:
         if nbytes < 0 or nbytes > view.len:
             nbytes = view.len
