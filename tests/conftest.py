@@ -246,3 +246,100 @@ def wait_until(predicate, timeout, interval=0.005):
 @pytest.fixture(name="wait_until")
 def wait_until_fixture():
     return wait_until
+
+
+# -- streams (BufferEvent and Listener tests) -------------------------------------------------------
+
+# Backends for the stream tests that need many or high fds (select cannot watch fds >= FD_SETSIZE)
+# or that are too heavy to run three times.
+STREAM_BACKENDS = [m for m in levent.supported_methods() if m in ("epoll", "poll")]
+
+
+@pytest.fixture(params=STREAM_BACKENDS or [pytest.param(None, marks=pytest.mark.skip(
+    reason="libevent offers neither epoll nor poll here"))])
+def stream_backend(request):
+    """epoll or poll, whichever this libevent supports (the heavy stream tests run on these)."""
+    return request.param
+
+
+@pytest.fixture
+def stream_base(stream_backend):
+    """An EventBase on ``stream_backend``, closed after the test."""
+    b = levent.EventBase(method=stream_backend)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def unix_path(tmp_path):
+    """A path for an AF_UNIX socket (sun_path holds 107 bytes: fall back to a short temp dir)."""
+    path = str(tmp_path / "s.sock")
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    import tempfile
+    d = tempfile.mkdtemp(prefix="lev")
+    try:
+        yield os.path.join(d, "s.sock")
+    finally:
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def ipv6_loopback_or_skip():
+    """Skip the test unless ::1 can be bound here."""
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6 support")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"cannot bind ::1 here: {exc}")
+
+
+@pytest.fixture(name="ipv6_loopback")
+def ipv6_loopback_fixture():
+    """'::1', or skip the test (with the reason) if it cannot be bound."""
+    ipv6_loopback_or_skip()
+    return "::1"
+
+
+def count_open_fds():
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        pytest.skip("no /proc/self/fd")
+
+
+@pytest.fixture(name="count_open_fds")
+def count_open_fds_fixture():
+    return count_open_fds
+
+
+def start_echo_server(base, address=("127.0.0.1", 0), **listener_kwargs):
+    """A Listener (accept="bufferevent") whose connections echo what they read and close on EOF or
+    error. Returns (listener, accepted): accepted lists every accepted BufferEvent."""
+    accepted = []
+
+    def on_read(bev):
+        bev.write(bev.read())
+
+    def on_event(bev, what, error):
+        if what & (levent.BufferEvent.EOF | levent.BufferEvent.ERROR):
+            bev.close()
+
+    def on_accept(listener, bev, addr):
+        accepted.append(bev)
+        bev.on_read = on_read
+        bev.on_event = on_event
+        bev.enable(levent.READ)
+
+    listener = levent.Listener(base, on_accept, address, accept="bufferevent", **listener_kwargs)
+    return listener, accepted
+
+
+@pytest.fixture(name="echo_server")
+def echo_server_fixture():
+    return start_echo_server
