@@ -37,3 +37,7 @@ cdef class BufferEvent(Handle):
     cdef int _ensure_open(self) except -1
     cdef int _free(self) except -1
     cdef int _forget(self) except -1
+
+
+# Checks BufferEvent options; THREADSAFE implies DEFER_CALLBACKS | UNLOCK_CALLBACKS (see the module).
+cdef int _checked_options(int options) except -1

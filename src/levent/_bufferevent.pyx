@@ -23,7 +23,7 @@ from posix.time cimport timeval
 
 from libevent_pxd.util cimport evutil_socket_t, evutil_make_socket_nonblocking, sockaddr, sockaddr_storage, socklen_t, ev_ssize_t
 from libevent_pxd.event cimport EV_READ, EV_WRITE
-from libevent_pxd.buffer cimport evbuffer, evbuffer_get_length
+from libevent_pxd.buffer cimport evbuffer, evbuffer_get_length, evbuffer_drain, evbuffer_unfreeze
 from libevent_pxd.bufferevent cimport *
 from levent._core cimport EventBase, Handle, _check_select_headroom
 from levent._buffer cimport Buffer, release_pending_references
@@ -159,9 +159,11 @@ cdef bufferevent_filter_result _run_filter(BufferEvent self, bint incoming, evbu
     cdef int result = BEV_ERROR
     try:
         r = fn(source, target, limit, mode)
-        result = BEV_OK if r is None else r
-        if result not in (BEV_OK, BEV_NEED_MORE, BEV_ERROR):
+        if r is None:
+            r = BEV_OK
+        if not isinstance(r, int) or r not in (BEV_OK, BEV_NEED_MORE, BEV_ERROR):
             raise ValueError(f"a filter must return FILTER_OK, FILTER_NEED_MORE or FILTER_ERROR, not {r!r}")
+        result = r
     except BaseException as exc:
         self._base._stop_with(exc)
         result = BEV_ERROR
@@ -216,6 +218,8 @@ cdef class BufferEvent(Handle):
         if self._bev != NULL:
             raise RuntimeError("BufferEvent.__init__() called twice")
         options = _checked_options(options)
+        for callback in (on_read, on_write, on_event):
+            _callable_or_none(callback)
         base._ensure_open()
         if sock is not None:
             if isinstance(sock, int):
@@ -238,7 +242,9 @@ cdef class BufferEvent(Handle):
         if fd >= 0 and self._sock is None and not isinstance(sock, int):
             sock.detach()       # the fd is the bufferevent's now
         self._init(base, bev, options)
-        self._on_read, self._on_write, self._on_event = on_read, on_write, on_event
+        self._on_read = on_read
+        self._on_write = on_write
+        self._on_event = on_event
 
     @staticmethod
     cdef BufferEvent from_fd(EventBase base, int fd, int options):
@@ -285,6 +291,11 @@ cdef class BufferEvent(Handle):
         cdef bufferevent *bev = self._bev
         if bev == NULL:
             return 0
+        if self._options & BEV_OPT_THREADSAFE:
+            with nogil:
+                _stop_io(bev)
+        else:
+            _stop_io(bev)
         if self._filter_above is not None:
             # A filter on top of this one points at it: it goes first.
             self._filter_above._free()
@@ -647,7 +658,17 @@ cdef class BufferEvent(Handle):
         if bev == NULL or self._closing:
             return
         self._ensure_open()
-        if evbuffer_get_length(bufferevent_get_output(bev)) == 0 or self._underlying is not None:
+        if self._underlying is not None:
+            # A filter: push what it holds through the output filter into the BufferEvent below,
+            # then free it once that one's output has drained too (freeing a CLOSE_ON_FREE filter
+            # frees the one below, unsent output and all).
+            bufferevent_flush(bev, EV_WRITE, BEV_FINISHED)
+            bufferevent_disable(bev, EV_READ)
+            self._closing = True
+            self._on_read = self._on_write = self._on_event = None
+            _finish_filter_close(self)
+            return
+        if evbuffer_get_length(bufferevent_get_output(bev)) == 0:
             self._free()
             return
         self._closing = True
@@ -679,8 +700,32 @@ cdef class BufferEvent(Handle):
                 f" output={evbuffer_get_length(bufferevent_get_output(self._bev))}{state}>")
 
 
+cdef void _stop_io(bufferevent *bev) noexcept nogil:
+    # libevent may still write once more after bufferevent_free (e.g. in the write callback that
+    # reported CONNECTED): whatever is left in the output now is dropped, as abort() promises.
+    bufferevent_disable(bev, EV_READ | EV_WRITE)
+    if bufferevent_pair_get_partner(bev) != NULL:
+        # A pair only tells its partner EOF when flushed with FINISHED.
+        evbuffer_unfreeze(bufferevent_get_output(bev), 1)
+        evbuffer_drain(bufferevent_get_output(bev), evbuffer_get_length(bufferevent_get_output(bev)))
+        bufferevent_flush(bev, EV_WRITE, BEV_FINISHED)
+
+
 def _release_hold(BufferEvent bev):
     bev._release()
+
+
+def _finish_filter_close(BufferEvent bev):
+    """Free a closing filter once nothing is left to send below it; else look again in 10 ms."""
+    cdef BufferEvent below = bev._underlying
+    if bev._bev == NULL or not bev._closing:
+        return
+    if (below is None or below._bev == NULL
+            or (evbuffer_get_length(bufferevent_get_output(bev._bev)) == 0
+                and evbuffer_get_length(bufferevent_get_output(below._bev)) == 0)):
+        bev._free()
+    else:
+        bev._base.call_later(0.01, _finish_filter_close, bev)
 
 
 cdef int _check_rw(short events) except -1:
@@ -714,7 +759,9 @@ cdef class _TokenBucket:
         wr = unlimited if write_rate is None else write_rate
         wb = wr if write_burst is None else write_burst
         for name, v in (("read_rate", rr), ("read_burst", rb), ("write_rate", wr), ("write_burst", wb)):
-            if not isinstance(v, int) or not 0 < v <= unlimited:
+            if not isinstance(v, int):
+                raise TypeError(f"{name} must be an int (bytes per tick), not {type(v).__name__}")
+            if not 0 < v <= unlimited:
                 raise ValueError(f"{name} must be an int in 1..{unlimited}, not {v!r}")
         if rb < rr or wb < wr:
             raise ValueError("a burst must be at least its rate")

@@ -757,7 +757,10 @@ cdef class EventBase:
     cdef int _open_wakeup(self) except -1:
         if self._wakeup_added:
             return 0
-        reader, writer = _socket.socketpair()
+        try:
+            reader, writer = _socket.socketpair()
+        except OSError:
+            return 0    # out of fds: _arm_signals falls back to checking every 100 ms
         rfd, wfd = reader.detach(), writer.detach()
         if not self._can_watch(rfd):
             # _arm_signals falls back to checking for signals every 100 ms.

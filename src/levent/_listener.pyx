@@ -3,7 +3,7 @@
 The base holds an open Listener (libevent may call back any time) until close() or the base's
 close(). On EMFILE/ENFILE/ENOBUFS/ENOMEM (out of fds or memory) libevent's accept loop would retry
 at once, forever, logging each time; levent pauses accepting for ``pause`` seconds instead, tells
-``on_error`` (or logs one warning), and resumes.
+``on_error`` (or logs a warning, once per pause), and resumes.
 """
 
 cimport cython
@@ -12,7 +12,7 @@ from libc.errno cimport errno
 from libevent_pxd.util cimport evutil_socket_t, evutil_make_socket_nonblocking, sockaddr, sockaddr_storage, socklen_t
 from libevent_pxd.listener cimport *
 from levent._core cimport EventBase, Handle, _check_select_headroom
-from levent._bufferevent cimport BufferEvent
+from levent._bufferevent cimport BufferEvent, _checked_options
 from levent._sockaddr cimport sockaddr_from, sockaddr_to
 
 import errno as _errno
@@ -163,6 +163,9 @@ cdef class Listener(Handle):
             raise ValueError(f"pause must be > 0 seconds, not {pause}")
         if (address is None) == (sock is None):
             raise TypeError("give exactly one of address and sock")
+        if sock is not None and not isinstance(sock, int) and not hasattr(sock, "fileno"):
+            raise TypeError(f"sock must be a socket or an fd, not {type(sock).__name__}")
+        bufferevent_options = _checked_options(bufferevent_options)
         if base._select_backend:
             _check_select_headroom()
         if address is not None:
