@@ -177,7 +177,23 @@ def test_100_mib_each_way_with_sha256(stream_base, run_loop):
     print(f"200 MiB in {elapsed:.2f} s on {base.method}")
 
 
-def test_1000_concurrent_connections(stream_base, echo_server, run_loop):
+@pytest.fixture
+def fds_for_1000_connections():
+    """Both ends of 1000 connections live in this process: make room when the soft RLIMIT_NOFILE is
+    the common 1024 (raising it within the hard limit, and putting it back afterwards)."""
+    import resource
+
+    need = 2400
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need} fds needed for 1000 connections")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_1000_concurrent_connections(stream_base, echo_server, run_loop, fds_for_1000_connections):
     base = stream_base
     n = 1000
     listener, accepted = echo_server(base, backlog=1024)
