@@ -15,9 +15,9 @@ cdef struct CallEntry:
 cdef class EventBase:
     cdef event_base *_base
     # Handles libevent may call back (pending Events, open BufferEvents and Listeners) are kept alive
-    # by a reference the base holds (Handle._held), the way libevent's base references them; tp_traverse/tp_clear (set up in _core.pyx) show these references
-    # to the cycle GC, so that a dropped base with pending events is still collected.
-    cdef Py_ssize_t _nheld
+    # by a reference the base holds (Handle._held), the way libevent's base references them;
+    # tp_traverse/tp_clear (set up in _core.pyx) show these references to the cycle GC, so that a
+    # dropped base with pending events is still collected.
     # Signal events held (pending or active) on this base: libevent delivers signals to one base only.
     cdef Py_ssize_t _nsignals
     # Every open Handle (Event, BufferEvent, Listener) levent created on this base, as a borrowed
@@ -38,7 +38,8 @@ cdef class EventBase:
     cdef int _wakeup_wfd
     cdef event _wakeup_ev
     cdef bint _wakeup_added
-    # Fallback when another owner holds the wakeup fd: check signals every 100 ms.
+    # Fallback when the wakeup socket is not usable (another owner holds Python's wakeup fd, or no fd
+    # could be had): check signals and loopbreak() every 100 ms. Assigned once, with the base.
     cdef event _sigcheck_ev
     # call_later's heap: a binary min-heap of CallEntry in one C array, run in batches by _calls_ev,
     # which watches a timerfd armed for the earliest deadline (a libevent timer where there is none).
@@ -69,6 +70,7 @@ cdef class EventBase:
     cdef int _disarm_signals(self, object old) except -1
     cdef int _open_wakeup(self) except -1
     cdef int _close_wakeup(self) except -1
+    cdef int _close_sigcheck(self) except -1
     cdef int _close_handles(self) except -1
     cdef Call _new_call(self, double when, callback, tuple args)
     cdef int _push_call(self, Call call) except -1
@@ -123,7 +125,7 @@ cdef class Event(Handle):
     cdef bint _assigned
 
     cdef int _setup(self, EventBase base, int fd, short events, callback, tuple args, int style) except -1
-    cdef int _add_until(self, double deadline, double timeout) except -1
+    cdef int _add(self, double deadline, double timeout) except -1
     cdef int _ensure_ready(self) except -1
     cdef int _del(self) except -1
 

@@ -250,7 +250,7 @@ cdef long long _timeout_until(EventBase base, double deadline, timeval *tv) exce
     event_add (which reads the same clock later, or the cache refreshed after our reading) makes
     libevent's deadline >= ours, so no timer fires early and no precise-timer syscall is needed.
 
-    Returns the deadline libevent should compute, in its clock's microseconds (see _add_until).
+    Returns the deadline libevent should compute, in its clock's microseconds (see Event._add).
     """
     cdef timeval now
     cdef double rel
@@ -338,7 +338,7 @@ cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
         else:
             deadline += ev._timeout
         try:
-            ev._add_until(deadline, ev._timeout)
+            ev._add(deadline, ev._timeout)
         except BaseException as exc:
             base._stop_with(exc)
     if ev._held and (not ev._assigned or not (ev._ev.ev_evcallback.evcb_flags & _LIVE_FLAGS)):
@@ -447,7 +447,6 @@ cdef class EventBase:
 
     def __cinit__(self):
         self._base = NULL
-        self._nheld = 0
         self._nsignals = 0
         self._handles = NULL
         self._loop_thread = 0
@@ -539,6 +538,11 @@ cdef class EventBase:
             raise ValueError(
                 "no event backend satisfies this configuration "
                 f"({', '.join(wanted) or 'defaults'}; available: {known})" + (f": {msg}" if msg else ""))
+        # Internal, as libevent marks its own notification events: it does not keep loop() from
+        # returning when no user events are left, and priority 0 is valid whatever the priorities.
+        event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST, _wakeup_callback, <void *>self)
+        self._sigcheck_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL
+        event_priority_set(&self._sigcheck_ev, 0)
         if priorities != 1 and event_base_priority_init(self._base, priorities) != 0:
             raise ValueError(f"libevent rejected priorities={priorities}")
         self._select_backend = event_base_get_method(self._base) == b"select"
@@ -551,8 +555,14 @@ cdef class EventBase:
             self._close_calls_event()
             self._close_handles()
             self._close_wakeup()
+            self._close_sigcheck()
             event_base_free(self._base)
             self._base = NULL
+
+    cdef int _close_sigcheck(self) except -1:
+        event_del(&self._sigcheck_ev)
+        event_debug_unassign(&self._sigcheck_ev)
+        return 0
 
     cdef int _ensure_open(self) except -1:
         if self._base == NULL:
@@ -723,33 +733,23 @@ cdef class EventBase:
         self._open_wakeup()
         if self._wakeup_added and not _is_main_thread():
             return None
-        if not self._wakeup_added:
-            event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST, _wakeup_callback, <void *>self)
-            self._sigcheck_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL
-            event_priority_set(&self._sigcheck_ev, 0)
-            tv.tv_sec = 0
-            tv.tv_usec = 100000
-            event_add(&self._sigcheck_ev, &tv)
-            return False
-        mine = self._wakeup_wfd
-        old = _signal.set_wakeup_fd(mine, warn_on_full_buffer=False)
-        if old != -1 and old not in _levent_wakeup_fds:
-            # Someone else (an asyncio loop) owns the wakeup fd and reads signal numbers from it: give
-            # it back and poll for signals every 100 ms instead.
+        if self._wakeup_added:
+            old = _signal.set_wakeup_fd(self._wakeup_wfd, warn_on_full_buffer=False)
+            if old == -1 or old in _levent_wakeup_fds:
+                return old
+            # Someone else (an asyncio loop) owns the wakeup fd and reads signal numbers from it:
+            # give it back and poll instead.
             _signal.set_wakeup_fd(old)
-            tv.tv_sec = 0
-            tv.tv_usec = 100000
-            event_add(&self._sigcheck_ev, &tv)
-            return False
-        return old
+        tv.tv_sec = 0
+        tv.tv_usec = 100000
+        event_add(&self._sigcheck_ev, &tv)
+        return False
 
     cdef int _disarm_signals(self, object old) except -1:
         if old is None:
             return 0
         if old is False:
             event_del(&self._sigcheck_ev)
-            if not self._wakeup_added:
-                event_debug_unassign(&self._sigcheck_ev)
             return 0
         _signal.set_wakeup_fd(old)
         return 0
@@ -771,13 +771,8 @@ cdef class EventBase:
         os.set_blocking(wfd, False)
         event_assign(&self._wakeup_ev, self._base, rfd, EV_READ | EV_PERSIST,
                      _wakeup_callback, <void *>self)
-        event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST, _wakeup_callback, <void *>self)
-        # Internal, as libevent marks its own notification events: they do not keep loop() from
-        # returning when no user events are left, and priority 0 is valid whatever the priorities.
-        self._wakeup_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL
-        self._sigcheck_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL
+        self._wakeup_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL    # as _sigcheck_ev
         event_priority_set(&self._wakeup_ev, 0)
-        event_priority_set(&self._sigcheck_ev, 0)
         if event_add(&self._wakeup_ev, NULL) != 0:
             err = errno
             os.close(rfd)
@@ -792,9 +787,7 @@ cdef class EventBase:
         if not self._wakeup_added:
             return 0
         event_del(&self._wakeup_ev)
-        event_del(&self._sigcheck_ev)
         event_debug_unassign(&self._wakeup_ev)
-        event_debug_unassign(&self._sigcheck_ev)
         _levent_wakeup_fds.discard(self._wakeup_wfd)
         close_fd(self._wakeup_rfd)
         close_fd(self._wakeup_wfd)
@@ -1132,6 +1125,7 @@ cdef class EventBase:
         self._close_calls_event()
         self._close_handles()
         self._close_wakeup()
+        self._close_sigcheck()
         event_base_free(self._base)
         self._base = NULL
 
@@ -1235,14 +1229,12 @@ cdef class Handle:
         if not self._held:
             Py_INCREF(self)
             self._held = True
-            self._base._nheld += 1
         return 0
 
     cdef int _release(self) except -1:
         # Callers hold their own reference, so self survives the DECREF.
         if self._held:
             self._held = False
-            self._base._nheld -= 1
             Py_DECREF(self)
         return 0
 
@@ -1419,41 +1411,33 @@ cdef class Event(Handle):
 
         An event with only a timeout (a Timer) needs ``timeout``. A timeout never fires early.
         """
-        cdef int rc, err
         self._ensure_ready()
         if timeout is not None:
             t = _seconds(timeout)
-            self._add_until(_precise_now() + t, t)
-            return
-        if not (self._ev.ev_events & (_FD_KINDS | EV_SIGNAL)):
+            self._add(_precise_now() + t, t)
+        elif self._ev.ev_events & (_FD_KINDS | EV_SIGNAL):
+            self._add(0, -1)
+        else:
             raise ValueError("an event without READ, WRITE, CLOSED or SIGNAL only fires on a "
                              "timeout: pass add(timeout=seconds)")
-        if self._ev.ev_events & _FD_KINDS:
-            self._base._check_watchable(self._ev.ev_fd)
-        _check_signal_base(self)
-        levent_log_capture()
-        rc = event_add(&self._ev, NULL)
-        err = errno
-        levent_log_release()
-        if rc != 0:
-            raise _add_error(self, err)
-        _warn_logged()
-        self._timeout = -1
-        self._add_serial += 1
-        self._hold()
 
-    cdef int _add_until(self, double deadline, double timeout) except -1:
+    cdef int _add(self, double deadline, double timeout) except -1:
+        """event_add, with a timeout ending at ``deadline`` (precise clock), or none if ``timeout`` < 0."""
         cdef timeval tv
+        cdef timeval *tvp = NULL
         cdef int rc, err
+        cdef long long expected = 0
+        cdef long long late
         if self._ev.ev_events & _FD_KINDS:
             self._base._check_watchable(self._ev.ev_fd)
-        cdef long long expected = _timeout_until(self._base, deadline, &tv)
-        cdef long long late
         _check_signal_base(self)
+        if timeout >= 0:
+            expected = _timeout_until(self._base, deadline, &tv)
+            tvp = &tv
         levent_log_capture()
-        rc = event_add(&self._ev, &tv)
+        rc = event_add(&self._ev, tvp)
         err = errno
-        if rc == 0:
+        if rc == 0 and tvp != NULL:
             # If libevent's clock moved between our reading and its own (a coarse tick is 4 ms), its
             # deadline is that much later than meant: take the difference off and add again.
             late = (<long long>self._ev.ev_timeout.tv_sec * 1000000 + self._ev.ev_timeout.tv_usec
@@ -1468,7 +1452,7 @@ cdef class Event(Handle):
                 err = errno
         levent_log_release()
         if rc != 0:
-            raise _add_error(self, err)
+            raise _libevent_error("event_add", err)
         _warn_logged()
         self._timeout = timeout
         self._deadline = deadline
@@ -1545,10 +1529,6 @@ cdef class Event(Handle):
         pending = event_pending(&self._ev, _ALL_KINDS, NULL)
         return (f"<{name} fd={self._ev.ev_fd} events={_kinds_repr(self._ev.ev_events)}"
                 f" pending={_kinds_repr(pending)} callback={self._callback!r}>")
-
-
-cdef object _add_error(Event ev, int err):
-    return _libevent_error("event_add", err)
 
 
 cdef int _check_signal_base(Event ev) except -1:
