@@ -785,6 +785,33 @@ def test_cancelling_every_call_lets_loop_return(base, run_loop):
     assert time.monotonic() - t0 < 5
 
 
+def test_cancelled_calls_are_released_before_their_deadline(base, run_loop):
+    # Many long timeouts that get cancelled must not pile up in the heap until they are due.
+    got = []
+    keep = base.call_later(0.01, got.append, "kept")
+    refs = []
+    for i in range(1000):
+        call = base.call_later(60 + i, got.append, i)
+        refs.append(weakref.ref(call))
+        call.cancel()
+        del call
+    assert sum(r() is not None for r in refs) < 200
+    assert run_loop(base) is True
+    assert got == ["kept"]
+    assert keep.done()
+
+
+def test_loop_returns_when_only_cancelled_calls_are_left(base, run_loop):
+    got = []
+    base.call_later(0.01, got.append, "ran")
+    for i in range(5):
+        base.call_later(60, got.append, i).cancel()
+    t0 = time.monotonic()
+    assert run_loop(base) is True
+    assert time.monotonic() - t0 < 5
+    assert got == ["ran"]
+
+
 def test_call_later_released_after_firing(base, run_loop):
     got = []
     w = weakref.ref(base.call_later(0.01, got.append, 1))

@@ -77,6 +77,7 @@ cdef class EventBase:
     cdef int _arm_calls(self) except -1
     cdef int _run_calls(self) except -1
     cdef int _clear_calls(self) except -1
+    cdef int _compact_calls(self) except -1
     cdef int _open_calls_event(self) except -1
     cdef int _close_calls_event(self) except -1
 

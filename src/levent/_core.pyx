@@ -919,6 +919,10 @@ cdef class EventBase:
         """Make the loop wake for the earliest call, or stop waiting when there is none."""
         cdef timeval tv
         cdef double when
+        if self._ncalls and self._ncancelled == self._ncalls:
+            # Only cancelled calls are left: drop them, so that loop() can return when nothing else
+            # waits rather than sleep until their deadlines.
+            self._clear_calls()
         if self._ncalls == 0:
             if self._calls_ev_added:
                 event_del(&self._calls_ev)
@@ -989,6 +993,24 @@ cdef class EventBase:
         finally:
             PyMem_Free(calls)
         return 0
+
+    cdef int _compact_calls(self) except -1:
+        """Drop the cancelled calls from the heap (they would otherwise stay until their deadline)."""
+        cdef Py_ssize_t i, kept = 0
+        cdef list dropped = []
+        for i in range(self._ncalls):
+            if (<Call>self._calls[i].call)._cancelled:
+                dropped.append(<Call>self._calls[i].call)
+                Py_DECREF(<Call>self._calls[i].call)     # the heap's; ``dropped`` holds one
+            else:
+                self._calls[kept] = self._calls[i]
+                kept += 1
+        self._ncalls = kept
+        self._ncancelled = 0
+        for i in range(kept // 2 - 1, -1, -1):
+            _sift_down(self._calls, kept, i)
+        self._arm_calls()
+        return 0    # ``dropped`` goes last, once the heap is whole: a finalizer may schedule calls
 
     cdef int _open_calls_event(self) except -1:
         self._timerfd = levent_timerfd_create()
@@ -1640,10 +1662,11 @@ cdef class Call:
         if base is None or base._ncalls == 0:
             return
         base._ncancelled += 1
-        if base._ncancelled == base._ncalls:
-            # Nothing left to run: drop the heap, so that loop() can return when nothing else waits.
-            base._clear_calls()
-            base._arm_calls()
+        if base._ncancelled > 64 and 2 * base._ncancelled > base._ncalls:
+            # Mostly cancelled (long timeouts that did not fire): compact, as asyncio does.
+            base._compact_calls()
+        elif base._ncancelled == base._ncalls:
+            base._arm_calls()       # drops them all
 
     def cancelled(self):
         """True if cancelled (also when its base was closed before it ran)."""
