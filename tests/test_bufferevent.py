@@ -1368,3 +1368,36 @@ def test_uninitialized_bufferevent(any_base):
     with pytest.raises(ValueError, match="not initialized"):
         bev.write(b"x")
     assert bev.closed
+
+
+class _FilenoOnly:
+    """An object with an fd but no way to hand it over (no detach())."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def fileno(self):
+        return self.sock.fileno()
+
+
+def test_fd_without_detach_cannot_be_handed_over(base):
+    # With CLOSE_ON_FREE both the object and libevent would own (and close) the fd.
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(TypeError, match="detach"):
+            BufferEvent(base, _FilenoOnly(a))
+        with pytest.raises(TypeError, match="detach"):
+            Listener(base, lambda *args: None, sock=_FilenoOnly(a))
+        # Without CLOSE_ON_FREE the BufferEvent only watches the fd and keeps the object alive.
+        holder = _FilenoOnly(a)
+        bev = BufferEvent(base, holder, options=0)
+        ref = weakref.ref(holder)
+        del holder
+        gc.collect()
+        assert ref() is not None
+        bev.abort()
+        levent.send(a.fileno(), b"still open")
+        assert b.recv(100) == b"still open"
+    finally:
+        a.close()
+        b.close()

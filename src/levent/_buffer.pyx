@@ -34,6 +34,7 @@ from posix.unistd cimport close as close_fd
 
 from libevent_pxd.util cimport ev_ssize_t
 from libevent_pxd.buffer cimport *
+from levent._core cimport _fileno
 
 import os
 
@@ -137,17 +138,8 @@ cdef int _get_buffer(object obj, Py_buffer *view, bint writable, str what) excep
     return 0
 
 
-cdef int _fileno(object fileobj) except -1:
-    cdef int fd
-    if isinstance(fileobj, int):
-        fd = fileobj
-    else:
-        try:
-            fileno = fileobj.fileno
-        except AttributeError:
-            raise TypeError(f"expected a file descriptor (int) or an object with fileno(), "
-                            f"not {type(fileobj).__name__}") from None
-        fd = fileno()
+cdef int _open_fd(object fileobj) except -1:
+    cdef int fd = _fileno(fileobj)
     if fd < 0:
         raise ValueError(f"invalid file descriptor {fd}")
     return fd
@@ -577,7 +569,7 @@ cdef class Buffer:
         (read in if mapping fails), not copied; if the file is truncated while its data is still in
         a buffer, reading that data kills the process with SIGBUS, as with the mmap module.
         """
-        cdef int fd = _fileno(file)
+        cdef int fd = _open_fd(file)
         cdef struct_stat st
         cdef int newfd
         cdef evbuffer_file_segment *seg

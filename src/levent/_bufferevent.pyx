@@ -25,7 +25,9 @@ from libevent_pxd.util cimport evutil_socket_t, evutil_make_socket_nonblocking, 
 from libevent_pxd.event cimport EV_READ, EV_WRITE
 from libevent_pxd.buffer cimport evbuffer, evbuffer_get_length, evbuffer_drain, evbuffer_unfreeze
 from libevent_pxd.bufferevent cimport *
-from levent._core cimport EventBase, Handle, _check_select_headroom
+from levent._core cimport (
+    EventBase, Handle, _check_select_headroom, _fd_to_hand_over, _hand_over, _seconds, _to_timeval,
+)
 from levent._buffer cimport Buffer, release_pending_references
 from levent._sockaddr cimport sockaddr_from, sockaddr_to
 
@@ -56,17 +58,11 @@ cdef int _checked_options(int options) except -1:
     return options
 
 
-cdef int _seconds_to_timeval(object seconds, timeval *tv) except -1:
-    cdef double t
-    try:
-        t = seconds
-    except TypeError:
-        raise TypeError(f"a timeout must be a number of seconds or None, not {type(seconds).__name__}") from None
-    if not t > 0 or t != t or t == float("inf"):
-        raise ValueError(f"a timeout must be a finite number of seconds > 0 (or None), not {seconds!r}")
-    tv.tv_sec = <long>t
-    tv.tv_usec = <long>((t - tv.tv_sec) * 1e6)
-    return 0
+cdef int _positive_timeval(object seconds, timeval *tv) except -1:
+    # libevent reads a zero timeval as "no timeout": ask for None instead.
+    if _seconds(seconds) == 0:
+        raise ValueError("a timeout must be > 0 seconds (None for no timeout)")
+    return _to_timeval(seconds, tv)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -222,25 +218,15 @@ cdef class BufferEvent(Handle):
             _callable_or_none(callback)
         base._ensure_open()
         if sock is not None:
-            if isinstance(sock, int):
-                fd = sock
-            elif options & BEV_OPT_CLOSE_ON_FREE and hasattr(sock, "detach"):
-                fd = sock.fileno()
-                if fd < 0:
-                    raise ValueError("the socket is closed")
-            else:
-                fd = _socket_fd(sock)
-                self._sock = sock
-            if fd < 0:
-                raise ValueError(f"fd must be >= 0, not {fd}")
+            fd = _fd_to_hand_over(sock, options & BEV_OPT_CLOSE_ON_FREE)
             base._check_watchable(fd)
             if evutil_make_socket_nonblocking(fd) != 0:
                 raise OSError(errno, f"cannot make fd {fd} non-blocking: {os.strerror(errno)}")
         cdef bufferevent *bev = bufferevent_socket_new(base._base, fd, options)
         if bev == NULL:
             raise OSError(errno, "bufferevent_socket_new failed")
-        if fd >= 0 and self._sock is None and not isinstance(sock, int):
-            sock.detach()       # the fd is the bufferevent's now
+        if sock is not None:
+            self._sock = _hand_over(sock, options & BEV_OPT_CLOSE_ON_FREE)
         self._init(base, bev, options)
         self._on_read = on_read
         self._on_write = on_write
@@ -502,10 +488,10 @@ cdef class BufferEvent(Handle):
         cdef int rc
         self._ensure_open()
         if read is not None:
-            _seconds_to_timeval(read, &rtv)
+            _positive_timeval(read, &rtv)
             rp = &rtv
         if write is not None:
-            _seconds_to_timeval(write, &wtv)
+            _positive_timeval(write, &wtv)
             wp = &wtv
         if self._options & BEV_OPT_THREADSAFE:
             with nogil:
@@ -740,13 +726,6 @@ cdef object _callable_or_none(value):
     return value
 
 
-cdef int _socket_fd(sock) except -1:
-    fileno = getattr(sock, "fileno", None)
-    if fileno is None:
-        raise TypeError(f"sock must be a socket, an fd or None, not {type(sock).__name__}")
-    return fileno()
-
-
 cdef class _TokenBucket:
     """An ev_token_bucket_cfg, kept alive by the BufferEvent (or group) that uses it."""
     cdef ev_token_bucket_cfg *_cfg
@@ -765,7 +744,7 @@ cdef class _TokenBucket:
                 raise ValueError(f"{name} must be an int in 1..{unlimited}, not {v!r}")
         if rb < rr or wb < wr:
             raise ValueError("a burst must be at least its rate")
-        _seconds_to_timeval(tick, &tv)
+        _positive_timeval(tick, &tv)
         self._cfg = ev_token_bucket_cfg_new(rr, rb, wr, wb, &tv)
         if self._cfg == NULL:
             raise ValueError("libevent rejected the rate limit")

@@ -1,6 +1,7 @@
 # Declarations of levent._core's classes, so that later modules (buffers, bufferevents, listeners)
 # can cimport EventBase and reach its event_base pointer and error plumbing.
 from cpython.ref cimport PyObject
+from posix.time cimport timeval
 from libevent_pxd.event cimport event_base
 from libevent_pxd.event_struct cimport event
 
@@ -133,6 +134,18 @@ cdef class Event(Handle):
 
 # For other levent modules: raise ValueError unless a select base has room for libevent's new fds.
 cdef int _check_select_headroom() except -1
+
+# Shared argument handling. _fileno: an int fd, or obj.fileno(). _seconds: a checked timeout;
+# _to_timeval: the same as a timeval, rounded up.
+cdef int _fileno(object fd) except? -2
+cdef double _seconds(object seconds) except -1.0
+cdef int _to_timeval(object seconds, timeval *tv) except -1
+
+# Handing an fd to a libevent object that may own it (``take``: it closes the fd when freed).
+# _fd_to_hand_over: the fd, checked, before the libevent object is made; _hand_over: after it exists,
+# detaches a socket it now owns, or returns the object to keep alive while it only watches the fd.
+cdef int _fd_to_hand_over(object sock, bint take) except -1
+cdef object _hand_over(object sock, bint take)
 
 
 # levent._buffer registers a function to run (with the GIL) each time loop() returns: it releases the

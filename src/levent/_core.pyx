@@ -286,6 +286,26 @@ cdef int _fileno(object fd) except? -2:
     return result
 
 
+cdef int _fd_to_hand_over(object sock, bint take) except -1:
+    cdef int fd = _fileno(sock)
+    if fd < 0:
+        raise ValueError(f"fd must be >= 0, not {fd} (is the socket closed?)")
+    if take and not isinstance(sock, int) and not hasattr(sock, "detach"):
+        # Both the object and libevent would close the fd (maybe after it was reused elsewhere).
+        raise TypeError(f"a {type(sock).__name__} cannot hand its fd over (it has no detach()): pass a "
+                        "socket or an int fd, or leave out CLOSE_ON_FREE")
+    return fd
+
+
+cdef object _hand_over(object sock, bint take):
+    if isinstance(sock, int):
+        return None
+    if take:
+        sock.detach()       # the fd is the libevent object's now: one owner
+        return None
+    return sock
+
+
 cdef object _libevent_error(str what, int err=-1):
     """The exception for a libevent call that failed: OSError when errno (or ``err``) says why."""
     if err == -1:

@@ -11,7 +11,7 @@ from libc.errno cimport errno
 
 from libevent_pxd.util cimport evutil_socket_t, evutil_make_socket_nonblocking, sockaddr, sockaddr_storage, socklen_t
 from libevent_pxd.listener cimport *
-from levent._core cimport EventBase, Handle, _check_select_headroom
+from levent._core cimport EventBase, Handle, _check_select_headroom, _fd_to_hand_over, _hand_over
 from levent._bufferevent cimport BufferEvent, _checked_options
 from levent._sockaddr cimport sockaddr_from, sockaddr_to
 
@@ -163,8 +163,6 @@ cdef class Listener(Handle):
             raise ValueError(f"pause must be > 0 seconds, not {pause}")
         if (address is None) == (sock is None):
             raise TypeError("give exactly one of address and sock")
-        if sock is not None and not isinstance(sock, int) and not hasattr(sock, "fileno"):
-            raise TypeError(f"sock must be a socket or an fd, not {type(sock).__name__}")
         bufferevent_options = _checked_options(bufferevent_options)
         if base._select_backend:
             _check_select_headroom()
@@ -175,19 +173,13 @@ cdef class Listener(Handle):
             if lev == NULL:
                 raise OSError(errno, f"cannot listen on {address!r}: {os.strerror(errno)}")
         else:
-            fd = sock if isinstance(sock, int) else sock.fileno()
-            if fd < 0:
-                raise ValueError("the socket is closed")
+            fd = _fd_to_hand_over(sock, flags & LEV_OPT_CLOSE_ON_FREE)
             base._check_watchable(fd)
             evutil_make_socket_nonblocking(fd)
             lev = evconnlistener_new(base._base, _accept_callback, <void *>self, flags, backlog, fd)
             if lev == NULL:
                 raise OSError(errno, f"evconnlistener_new failed: {os.strerror(errno)}")
-            if not isinstance(sock, int):
-                if flags & LEV_OPT_CLOSE_ON_FREE and hasattr(sock, "detach"):
-                    sock.detach()          # the fd is the listener's now
-                else:
-                    self._sock = sock
+            self._sock = _hand_over(sock, flags & LEV_OPT_CLOSE_ON_FREE)
         self._lev = lev
         self._on_accept = on_accept
         self._on_error = on_error
