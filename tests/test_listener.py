@@ -15,7 +15,7 @@ import weakref
 
 import pytest
 
-from levent import READ, BufferEvent, EventBase, Listener, Timer
+from levent import READ, BufferEvent, EventBase, Listener, Timer, supported_methods
 
 
 class Boom(Exception):
@@ -620,3 +620,39 @@ def test_closed_listener_and_closed_base(any_base):
     assert listener.closed
     with pytest.raises(ValueError):
         listener.address
+
+
+def test_bufferevent_fast_path_on_select_refuses_high_fd_and_closes_it(child_env):
+    """A select base cannot watch fds >= 1024 (libevent would abort the process): an accepted fd up
+    there is refused with ValueError out of loop() and closed, so the client sees EOF."""
+    if "select" not in supported_methods():
+        pytest.skip("no select backend here")
+    script = textwrap.dedent("""
+        import os, resource, socket, levent
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 1100:
+            print("skip: RLIMIT_NOFILE hard limit", hard)
+            raise SystemExit(0)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+        base = levent.EventBase(method="select")
+        listener = levent.Listener(base, lambda *a: None, ("127.0.0.1", 0), accept="bufferevent")
+        client = socket.socket()
+        while os.open("/dev/null", os.O_RDONLY) < 1030:
+            pass
+        client.connect(listener.address)
+        try:
+            base.loop(once=True)
+        except ValueError as exc:
+            assert "select" in str(exc), exc
+        else:
+            raise AssertionError("loop() did not raise")
+        client.settimeout(5)
+        assert client.recv(10) == b"", "the accepted fd was not closed"
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=child_env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, f"exit status {proc.returncode}; stderr:\n{proc.stderr}"
+    if proc.stdout.startswith("skip:"):
+        pytest.skip(proc.stdout.strip())
+    assert proc.stdout.strip() == "ok"

@@ -235,6 +235,7 @@ cdef class BufferEvent(Handle):
     @staticmethod
     cdef BufferEvent from_fd(EventBase base, int fd, int options):
         """The Listener's fast path: a BufferEvent straight on an accepted (non-blocking) fd."""
+        base._check_watchable(fd)
         cdef bufferevent *bev = bufferevent_socket_new(base._base, fd, options)
         if bev == NULL:
             raise OSError(errno, "bufferevent_socket_new failed")

@@ -55,6 +55,7 @@ cdef void _accept_callback(evconnlistener *lev, evutil_socket_t fd, sockaddr *ad
     # arg is the Listener: the base holds it while the evconnlistener exists.
     cdef Listener self = <Listener>arg
     cdef BufferEvent bev
+    cdef bint handed_over = False     # once something else closes the fd
     self._base._dispatched += 1
     if self._lev == NULL or self._on_accept is None:
         close(fd)
@@ -63,13 +64,18 @@ cdef void _accept_callback(evconnlistener *lev, evutil_socket_t fd, sockaddr *ad
         address = sockaddr_to(addr, length)
         if self._mode == ACCEPT_BUFFEREVENT:
             bev = BufferEvent.from_fd(self._base, fd, self._bev_options)
+            handed_over = True
             self._on_accept(self, bev, address)
         elif self._mode == ACCEPT_SOCKET:
             sock = _socket.socket(fileno=fd)
+            handed_over = True
             self._on_accept(self, sock, address)
         else:
+            handed_over = True      # the callback's to close
             self._on_accept(self, fd, address)
     except BaseException as exc:
+        if not handed_over:
+            close(fd)
         self._base._stop_with(exc)
 
 
