@@ -1401,3 +1401,44 @@ def test_fd_without_detach_cannot_be_handed_over(base):
     finally:
         a.close()
         b.close()
+
+
+def test_dropped_base_with_filter_or_group_frees_everything(count_open_fds):
+    # A filter and the BufferEvent below it, and a group and its members, must not form cycles the
+    # GC cannot break: the base, the bufferevents and every fd go.
+    def with_filter():
+        eb = EventBase()
+        a, b = socket.socketpair()
+        below = BufferEvent(eb, a)
+        BufferEvent.filter(below, lambda src, dst, limit, mode: dst.add_buffer(src))
+        below.input, below.output
+        b.close()
+
+    def with_group():
+        eb = EventBase()
+        group = levent.RateLimitGroup(eb, read_rate=1000)
+        for _ in range(3):
+            a, b = socket.socketpair()
+            group.add(BufferEvent(eb, a))
+            b.close()
+
+    for make in (with_filter, with_group, with_filter, with_group):
+        gc.collect()
+        before = count_open_fds()
+        make()
+        gc.collect()
+        assert count_open_fds() == before, make.__name__
+
+
+def test_buffers_below_a_freed_filter_stop_working(base):
+    a, b = socket.socketpair()
+    try:
+        below = BufferEvent(base, a)
+        below_input = below.input
+        top = BufferEvent.filter(below, lambda src, dst, limit, mode: dst.add_buffer(src))
+        top.abort()      # CLOSE_ON_FREE: libevent frees the one below too
+        assert below.closed
+        with pytest.raises(ValueError):
+            len(below_input)
+    finally:
+        b.close()

@@ -1,5 +1,6 @@
 # Declarations of levent._bufferevent, so that the Listener can wrap accepted fds straight into
 # BufferEvents (its fast path) without going through Python.
+from cpython.ref cimport PyObject
 from libevent_pxd.bufferevent cimport bufferevent
 from levent._core cimport EventBase, Handle
 from levent._buffer cimport Buffer
@@ -21,9 +22,11 @@ cdef class BufferEvent(Handle):
     cdef bint _connecting
     # close() was called: the bufferevent is freed once its output has drained.
     cdef bint _closing
-    # Filters: the BufferEvent below this one, and the Python filter functions.
+    # Filters: the BufferEvent below this one (kept alive: libevent points at it), the filter above
+    # this one (borrowed, so the pair is no reference cycle; the filter clears it when it goes), and
+    # the Python filter functions.
     cdef BufferEvent _underlying
-    cdef BufferEvent _filter_above
+    cdef PyObject *_filter_above
     cdef object _input_filter
     cdef object _output_filter
     cdef object _rate_limit
@@ -36,6 +39,7 @@ cdef class BufferEvent(Handle):
     cdef int _init(self, EventBase base, bufferevent *bev, int options) except -1
     cdef int _ensure_open(self) except -1
     cdef int _free(self) except -1
+    cdef int _release_c(self, bint dying) except -1
     cdef int _forget(self) except -1
 
 

@@ -33,6 +33,7 @@ from levent._sockaddr cimport sockaddr_from, sockaddr_to
 
 import errno as errno_module
 import os
+import weakref as _weakref
 import socket as _socket
 
 cdef extern from "sys/socket.h" nogil:
@@ -207,6 +208,7 @@ cdef class BufferEvent(Handle):
 
     def __cinit__(self):
         self._bev = NULL
+        self._filter_above = NULL
 
     def __init__(self, EventBase base not None, sock=None, *, int options=BEV_OPT_CLOSE_ON_FREE,
                  on_read=None, on_write=None, on_event=None):
@@ -253,11 +255,26 @@ cdef class BufferEvent(Handle):
 
     def __dealloc__(self):
         # Only reached once freed (the base holds an open one), or when the GC tears down a dropped
-        # base together with its handles.
-        if self._bev != NULL:
-            bufferevent_free(self._bev)
-            self._bev = NULL
-            self._unlink()
+        # base together with its handles. A filter goes before the BufferEvent below it (it holds
+        # that one), and a BufferEvent in a group has left it (the group only refers to it weakly).
+        cdef BufferEvent below
+        if self._bev == NULL:
+            return
+        below = self._underlying if self._options & BEV_OPT_CLOSE_ON_FREE else None
+        try:
+            self._release_c(True)
+            if below is not None:
+                below._release_c(False)
+        except BaseException:
+            pass    # a Buffer busy in another thread: nothing else to do in a dealloc
+        bufferevent_free(self._bev)
+        self._bev = NULL
+        self._unlink()
+        if self._underlying is not None:
+            self._underlying._filter_above = NULL
+            if below is not None:
+                below._bev = NULL       # libevent freed it with this filter
+                below._unlink()
 
     cdef int _ensure_open(self) except -1:
         if self._bev == NULL or self._closing:
@@ -283,17 +300,13 @@ cdef class BufferEvent(Handle):
                 _stop_io(bev)
         else:
             _stop_io(bev)
-        if self._filter_above is not None:
+        if self._filter_above != NULL:
             # A filter on top of this one points at it: it goes first.
-            self._filter_above._free()
-        if self._rate_group is not None:
-            (<RateLimitGroup>self._rate_group)._members.remove(self)
-            self._rate_group = None
-            bufferevent_remove_from_rate_limit_group(bev)
-        if self._input is not None:
-            self._input.invalidate()
-        if self._output is not None:
-            self._output.invalidate()
+            (<BufferEvent>self._filter_above)._free()
+        cdef BufferEvent below = self._underlying if self._options & BEV_OPT_CLOSE_ON_FREE else None
+        self._release_c(False)
+        if below is not None:
+            below._release_c(False)     # libevent frees it with this filter
         self._bev = NULL
         if self._options & BEV_OPT_THREADSAFE:
             with nogil:
@@ -301,11 +314,26 @@ cdef class BufferEvent(Handle):
         else:
             bufferevent_free(bev)
         if self._underlying is not None:
-            self._underlying._filter_above = None
-            if self._options & BEV_OPT_CLOSE_ON_FREE:
-                # libevent freed the underlying bufferevent with this filter.
-                self._underlying._forget()
+            self._underlying._filter_above = NULL
+            if below is not None:
+                below._forget()
         self._forget()
+        return 0
+
+    cdef int _release_c(self, bint dying) except -1:
+        """What must happen before libevent frees this bufferevent: it leaves its rate-limit group
+        (libevent frees later and asserts that a group being freed has no members), and its Buffers
+        stop pointing at its evbuffers. ``dying``: called from __dealloc__, where the weak
+        references are already gone (and no new one may be made)."""
+        if self._rate_group is not None:
+            if not dying:
+                (<RateLimitGroup>self._rate_group)._members.discard(self)
+            self._rate_group = None
+            bufferevent_remove_from_rate_limit_group(self._bev)
+        if self._input is not None:
+            self._input.invalidate()
+        if self._output is not None:
+            self._output.invalidate()
         return 0
 
     cdef int _forget(self) except -1:
@@ -604,7 +632,7 @@ cdef class BufferEvent(Handle):
         from ``underlying``, ``output_filter`` for data written to it. With CLOSE_ON_FREE, closing the
         filter closes ``underlying`` too."""
         underlying._ensure_open()
-        if underlying._filter_above is not None:
+        if underlying._filter_above != NULL:
             raise ValueError("this BufferEvent already has a filter on top of it")
         options = _checked_options(options)
         cdef BufferEvent self = BufferEvent.__new__(BufferEvent)
@@ -622,7 +650,7 @@ cdef class BufferEvent(Handle):
             raise OSError(errno, "bufferevent_filter_new failed")
         self._init(underlying._base, bev, options)
         self._underlying = underlying
-        underlying._filter_above = self
+        underlying._filter_above = <PyObject *>self
         return self
 
     @property
@@ -766,7 +794,7 @@ cdef class RateLimitGroup(Handle):
 
     cdef bufferevent_rate_limit_group *_group
     cdef _TokenBucket _cfg
-    cdef list _members
+    cdef object _members     # a WeakSet: members refer to the group, not the other way round
 
     def __cinit__(self):
         self._group = NULL
@@ -780,7 +808,7 @@ cdef class RateLimitGroup(Handle):
         self._group = bufferevent_rate_limit_group_new(base._base, self._cfg._cfg)
         if self._group == NULL:
             raise OSError(errno, "bufferevent_rate_limit_group_new failed")
-        self._members = []
+        self._members = _weakref.WeakSet()
         self._link(base)
         self._hold()
 
@@ -808,14 +836,14 @@ cdef class RateLimitGroup(Handle):
         if bufferevent_add_to_rate_limit_group(bev._bev, self._group) != 0:
             raise OSError(errno, "bufferevent_add_to_rate_limit_group failed")
         if bev._rate_group is None:
-            self._members.append(bev)
+            self._members.add(bev)
             bev._rate_group = self
 
     def remove(self, BufferEvent bev not None):
         """Take ``bev`` out of the group."""
         self._ensure()
         if bev._rate_group is self:
-            self._members.remove(bev)
+            self._members.discard(bev)
             bev._rate_group = None
             bufferevent_remove_from_rate_limit_group(bev._bev)
 
@@ -840,10 +868,10 @@ cdef class RateLimitGroup(Handle):
         """Detach the members and free the group."""
         if self._group == NULL:
             return
-        for bev in self._members:
+        for bev in list(self._members):
             (<BufferEvent>bev)._rate_group = None
             bufferevent_remove_from_rate_limit_group((<BufferEvent>bev)._bev)
-        self._members = []
+        self._members.clear()
         bufferevent_rate_limit_group_free(self._group)
         self._group = NULL
         self._unlink()
