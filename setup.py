@@ -11,6 +11,7 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # libevent_openssl.pc does not pull in openssl, so it is named too.
@@ -58,6 +59,18 @@ class BuildExtWithLibevent(build_ext):
         super().build_extensions()
 
 
+class BuildPyWithBenchSources(build_py):
+    """Ships benchmarks/c/*.c (where they live, next to the other benchmark notes) as package data of
+    levent.bench, which compiles them at run time: `python -m levent bench` works from a wheel."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "levent", "bench", "c")
+        self.mkpath(target)
+        for src in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "c", "*.c"))):
+            self.copy_file(src, os.path.join(target, os.path.basename(src)))
+
+
 def extensions():
     from Cython.Build import cythonize
 
@@ -75,4 +88,4 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtWithLibevent})
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtWithLibevent, "build_py": BuildPyWithBenchSources})

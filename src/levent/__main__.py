@@ -1,9 +1,15 @@
-"""``python -m levent``: the examples (hello, echo) and what a bug report needs (info)."""
+"""``python -m levent``: the examples (hello, echo), the benchmark suite (bench) and what a bug
+report needs (info)."""
 import argparse
 import sys
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own parser: python -m levent bench --help
+        from levent.bench.cli import main as bench
+
+        return bench(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m levent", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, port, text in (("hello", 9995, "libevent's hello-world: greet each connection, close it"),
@@ -15,6 +21,7 @@ def main(argv=None):
             sub.add_argument("--mode", choices=("events", "bufferevent"), default="events",
                              help="events: an Event per connection with recv_into/send (the fastest); "
                                   "bufferevent: libevent's bufferevent echo")
+    commands.add_parser("bench", help="the benchmark suite against asyncio, uvloop and C (see bench --help)")
     commands.add_parser("info", help="levent's and libevent's versions and backends")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,608 @@
+"""``python -m levent bench`` (alias ``levent-bench``): levent against the loops people compare it with.
+
+Two suites, every contender measured side by side in one run:
+
+  echo    TCP echo servers on 127.0.0.1 under a C load generator that checks every echoed byte.
+          Cells: message size x concurrent connections. Reported per contender: req/s, MiB/s,
+          p50/p99 latency and the server's CPU time per echo, the figure that separates servers on
+          a small machine, where req/s of small messages is bound by the client and the kernel.
+  loops   timers and callbacks: call_soon batch and chain, call_later, call_later + cancel, timer
+          lateness (a loop that runs timers early is wrong, and it shows).
+
+Every server and worker is a fresh process, stopped by PID at the end of its run and on Ctrl-C;
+every run is bounded in time. Runs during which other processes used the CPUs are flagged.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+
+from . import echo, loops, procs
+
+PROFILES = {
+    # --quick: under a minute, the README's main job. --full: every cell, for the README's table.
+    "quick": dict(sizes=[1024, 102400], conns=[10], duration=1.0, warmup=0.3, repeats=1,
+                  loop_repeats=1, loop_n={"call_soon_batch": 100_000, "call_soon_chain": 100_000,
+                                          "call_later": 50_000, "call_later_cancel": 50_000,
+                                          "timer_lateness": 1000, "pingpong": 30_000}),
+    "full": dict(sizes=[64, 1024, 16384, 102400], conns=[1, 10, 100], duration=1.5, warmup=0.3, repeats=3,
+                 loop_repeats=3, loop_n={"call_soon_batch": 300_000, "call_soon_chain": 300_000,
+                                         "call_later": 200_000, "call_later_cancel": 200_000,
+                                         "timer_lateness": 2000, "pingpong": 100_000}),
+}
+LOOP_LABELS = {
+    "levent": "levent raw API (EventBase)",
+    "asyncio": "asyncio",
+    "uvloop": "uvloop",
+    "selectors": "pure-Python selectors loop",
+}
+LOOP_REFERENCE = "asyncio"
+WORKER_TIMEOUT = 60.0  # seconds a timer/callback worker may run
+SEED = 20240601
+SUITES = ("echo", "loops")
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress
+
+
+class Progress:
+    """A progress bar on stderr, weighted by each step's expected seconds; plain lines when stderr is
+    not a terminal."""
+
+    def __init__(self, weights, stream=sys.stderr):
+        self.total = sum(weights) or 1.0
+        self.done = 0.0
+        self.count = len(weights)
+        self.index = 0
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.t0 = time.monotonic()
+        self.last_pct = -1
+
+    def step(self, weight, label):
+        self.index += 1
+        fraction = self.done / self.total
+        elapsed = time.monotonic() - self.t0
+        eta = f"{elapsed / fraction * (1 - fraction):.0f} s left" if fraction > 0.02 else "..."
+        if self.tty:
+            filled = int(fraction * 30)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.index}/{self.count} "
+                              f"{eta:>11}  {label[:60]:<60}")
+            self.stream.flush()
+        elif int(fraction * 10) > self.last_pct:
+            self.last_pct = int(fraction * 10)
+            self.stream.write(f"{fraction:4.0%} ({self.index}/{self.count}, {eta}) {label}\n")
+            self.stream.flush()
+        self.done += weight
+
+    def note(self, text):
+        """A line that stays (an error), without breaking the bar."""
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection
+
+
+def parse_only(text):
+    """--only: names of suites, echo contenders, loops and loop workloads; a name also matches the
+    contenders it prefixes before a dash ("asyncio" -> asyncio-protocol, asyncio-streams)."""
+    wanted = {"suites": set(), "echo": set(), "loops": set(), "workloads": set()}
+    echo_names = [c.name for c in echo.CONTENDERS]
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        hit = False
+        if token in SUITES:
+            wanted["suites"].add(token)
+            hit = True
+        if token in loops.WORKLOADS:
+            wanted["workloads"].add(token)
+            hit = True
+        for name in echo_names:
+            if name == token or name.startswith(token + "-"):
+                wanted["echo"].add(name)
+                hit = True
+        if token in loops.LOOPS:
+            wanted["loops"].add(token)
+            hit = True
+        if not hit:
+            raise argparse.ArgumentTypeError(
+                f"--only: unknown name {token!r}; choose from suites {', '.join(SUITES)}; echo contenders "
+                f"{', '.join(echo_names)}; loops {', '.join(loops.LOOPS)}; workloads {', '.join(loops.WORKLOADS)}")
+    return wanted
+
+
+def int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
+    return values
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="python -m levent bench", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    profile = ap.add_mutually_exclusive_group()
+    profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                         help="the default: 1 KiB and 100 KiB x 10 connections, 1 repeat, small loop workloads (under a minute)")
+    profile.add_argument("--full", dest="profile", action="store_const", const="full",
+                         help="64 B, 1 KiB, 16 KiB, 100 KiB x 1, 10, 100 connections, 3 repeats (about 12 minutes on 2 cores)")
+    ap.add_argument("--only", type=parse_only, metavar="NAMES",
+                    help="comma-separated suites (echo, loops), contenders, loops or workloads to run")
+    ap.add_argument("--sizes", type=int_list, metavar="BYTES,...", help="echo message sizes")
+    ap.add_argument("--conns", type=int_list, metavar="N,...", help="echo concurrent connections")
+    ap.add_argument("--duration", type=float, metavar="S", help="measured seconds per echo run")
+    ap.add_argument("--warmup", type=float, metavar="S", help="unmeasured seconds before each echo window")
+    ap.add_argument("--repeats", type=int, metavar="N", help="runs per contender and cell (and per loop workload)")
+    ap.add_argument("--json", metavar="PATH", default="levent-bench.json", help="results file (default %(default)s)")
+    ap.add_argument("--plot", metavar="PATH",
+                    help="plot file: .png needs matplotlib (pip install levent[plot]), else .svg "
+                         "(default levent-bench.png with matplotlib, else levent-bench.svg)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
+    ap.add_argument("--ready-timeout", type=float, default=echo.READY_TIMEOUT, metavar="S",
+                    help="seconds a server may take to print 'ready' (default %(default)g)")
+    return ap
+
+
+def settings(args):
+    s = dict(PROFILES[args.profile or "quick"])
+    s["loop_n"] = dict(s["loop_n"])
+    for key in ("sizes", "conns", "duration", "warmup"):
+        if getattr(args, key) is not None:
+            s[key] = getattr(args, key)
+    if args.repeats is not None:
+        s["repeats"] = s["loop_repeats"] = args.repeats
+    return s
+
+
+# --------------------------------------------------------------------------------------------------
+# Facts about the machine and versions
+
+
+def machine_facts():
+    facts = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if models:
+            facts["cpu_model"] = models[0]
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            facts["mem_total"] = f.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        facts["cpus_allowed"] = sorted(os.sched_getaffinity(0))
+    return facts
+
+
+def versions(toolchain):
+    v = {"python": f"{platform.python_implementation()} {platform.python_version()}", "executable": sys.executable}
+    try:
+        import levent
+
+        v["levent"] = levent.__version__
+        v["libevent"] = levent.libevent_version().string
+        v["levent_backends"] = levent.supported_methods()
+    except Exception as exc:  # reported; the other contenders still run
+        v["levent"] = f"not importable: {type(exc).__name__}: {exc}"
+    try:
+        import uvloop
+
+        v["uvloop"] = uvloop.__version__
+    except ImportError:
+        v["uvloop"] = None
+    v["compiler"] = toolchain.version()
+    return v
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop workloads' runner
+
+
+def loop_missing(name):
+    """None when the loop can run in a worker, else why not."""
+    if name == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError as exc:
+            return f"uvloop is not installed ({exc}); pip install levent[bench] adds it"
+    if name == "levent":
+        try:
+            import levent
+        except Exception as exc:
+            return f"levent is not importable: {type(exc).__name__}: {exc}"
+        if not hasattr(levent.EventBase, "call_soon"):
+            return f"this levent ({levent.__version__}) has no EventBase.call_soon"
+    return None
+
+
+def run_loop_worker(workload, loop, n, seed, pinned, timeout=WORKER_TIMEOUT):
+    """One workload in a fresh interpreter. Returns the result dict; raises echo.RunError."""
+    err = tempfile.TemporaryFile()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy0 = procs.system_busy_seconds()
+    proc = procs.spawn([sys.executable, "-m", "levent.bench.loops", workload, loop, str(n), str(seed)],
+                       stderr=err, env=procs.python_env())
+    try:
+        if pinned:
+            procs.pin(proc.pid, procs.SERVER_CPU)
+        line = procs.LineReader(proc.stdout).readline(time.monotonic() + timeout)
+        try:
+            status = proc.wait(timeout=5 if line else 0.1)
+        except Exception:
+            status = None
+        if line is None or not line.startswith("{"):
+            if status is None:
+                raise echo.RunError(f"no result within {timeout:g} s; stopped")
+            raise echo.RunError(f"exit {status}: {procs.tail(err)}")
+        result = json.loads(line)
+    finally:
+        procs.stop(proc)
+        err.close()
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
+    result["process_cpu_s"] = worker_cpu
+    result["busy_cpu_s"] = procs.system_busy_seconds() - busy0
+    return result
+
+
+def summarize_loop(runs):
+    rates = [r["count"] / r["wall"] for r in runs]
+    cpus = [r["cpu"] / r["count"] * 1e6 for r in runs]
+    out = {
+        "rate": statistics.median(rates),
+        "rate_min": min(rates),
+        "rate_max": max(rates),
+        "cpu_us_per_op": statistics.median(cpus),
+        "cpu_us_per_op_min": min(cpus),
+        "cpu_us_per_op_max": max(cpus),
+        "runs": len(runs),
+    }
+    if all("lateness_us" in r for r in runs):
+        for key in ("p50", "p99"):
+            out[f"lateness_{key}_us"] = statistics.median(r["lateness_us"][key] for r in runs)
+        out["lateness_min_us"] = min(r["lateness_us"]["min"] for r in runs)
+        out["lateness_max_us"] = max(r["lateness_us"]["max"] for r in runs)
+        out["early"] = sum(r["lateness_us"]["early"] for r in runs)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+
+def fmt_rate(x):
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+def fmt_us(x):
+    if abs(x) >= 10_000:
+        return f"{x / 1e3:.1f} ms"
+    return f"{x:.0f} us"
+
+
+def fmt_size(n):
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} B"
+
+
+def cell_title(size, conns):
+    return f"{fmt_size(size)} x {conns} conn{'s' if conns != 1 else ''}"
+
+
+def echo_ratios(name, summaries):
+    """(asyncio CPU / this CPU, this CPU / C ceiling CPU), None where the reference did not run."""
+    s = summaries[name]
+    ref = summaries.get(echo.REFERENCE[echo.contender(name).style])
+    ceiling = summaries.get(echo.CEILING)
+    return (ref["cpu_us_per_echo"] / s["cpu_us_per_echo"] if ref else None,
+            s["cpu_us_per_echo"] / ceiling["cpu_us_per_echo"] if ceiling else None)
+
+
+def print_echo(report, out):
+    contenders = report["echo"]["contenders"]
+    flags = set()
+    for cell in report["echo"]["cells"]:
+        title = f"echo, {cell_title(cell['size'], cell['conns'])}"
+        print(f"\n{title}", file=out)
+        print(f"{'contender':<34} {'req/s':>7} {'min-max':>13} {'MiB/s':>7} {'p50':>8} {'p99':>8}"
+              f" {'CPU us/echo':>11} {'x asyncio':>9} {'x C':>6} {'other':>6}", file=out)
+        for name, info in contenders.items():
+            if info["skipped"]:
+                continue
+            s = cell["summaries"].get(name)
+            if s is None:
+                print(f"{info['label']:<34} FAILED: {cell['errors'].get(name, 'not run')}", file=out)
+                continue
+            vs_asyncio, vs_c = echo_ratios(name, cell["summaries"])
+            mark = "*" if s["loadgen_util"] >= 0.95 else " "
+            noise = "!" if s["other_util_max"] >= echo.OTHER_LOAD_WARN else " "
+            flags.update(m for m in (mark, noise) if m != " ")
+            spread = f"{fmt_rate(s['req_s_min'])}-{fmt_rate(s['req_s_max'])}" if s["runs"] > 1 else ""
+            print(f"{info['label']:<34} {fmt_rate(s['req_s']):>7}{mark}{spread:>13} {s['mib_s']:>7.1f}"
+                  f" {fmt_us(s['p50_us']):>8} {fmt_us(s['p99_us']):>8} {s['cpu_us_per_echo']:>11.2f}"
+                  f" {f'{vs_asyncio:.2f}x' if vs_asyncio else 'n/a':>9} {f'{vs_c:.2f}x' if vs_c else 'n/a':>6}"
+                  f" {s['other_util_max']:>5.0%}{noise}", file=out)
+    skipped = {n: i["skipped"] for n, i in contenders.items() if i["skipped"]}
+    print("\nCPU us/echo: the server's own CPU time per echo (median of the repeats). x asyncio: how many"
+          " times less CPU than asyncio of the same style (Protocol or streams); x C: CPU relative to the C"
+          " ceiling (1.00x = as cheap as C). req/s, latency: the client's view.", file=out)
+    if "*" in flags:
+        print("* the load generator's core was >= 95% busy: req/s is its limit there, not the server's;"
+              " CPU us/echo is unaffected.", file=out)
+    if "!" in flags:
+        print(f"! other processes used >= {echo.OTHER_LOAD_WARN:.0%} of a core during some run (column 'other',"
+              " worst run): req/s and latency of that row are unreliable.", file=out)
+    for name, why in skipped.items():
+        print(f"skipped {contenders[name]['label']}: {why}", file=out)
+
+
+def print_loops(report, out):
+    section = report["loops"]
+    contenders = section["contenders"]
+    for wl in section["workloads"]:
+        title, unit = loops.WORKLOADS[wl["name"]]
+        print(f"\n{title} (N = {wl['n']:,})", file=out)
+        lateness = wl["name"] == "timer_lateness"
+        if lateness:
+            print(f"{'loop':<34} {'p50 late':>9} {'p99 late':>9} {'min':>9} {'max':>9} {'early':>6}", file=out)
+        else:
+            print(f"{'loop':<34} {unit + 's/s':>11} {'CPU us/' + unit:>16} {'x asyncio':>10}", file=out)
+        ref = wl["summaries"].get(LOOP_REFERENCE)
+        for name, info in contenders.items():
+            if info["skipped"]:
+                continue
+            s = wl["summaries"].get(name)
+            if s is None:
+                print(f"{info['label']:<34} FAILED: {wl['errors'].get(name, 'not run')}", file=out)
+                continue
+            if lateness:
+                early = f"{s['early']}!" if s["early"] else "0"
+                print(f"{info['label']:<34} {fmt_us(s['lateness_p50_us']):>9} {fmt_us(s['lateness_p99_us']):>9}"
+                      f" {fmt_us(s['lateness_min_us']):>9} {fmt_us(s['lateness_max_us']):>9} {early:>6}", file=out)
+            else:
+                ratio = f"{ref['cpu_us_per_op'] / s['cpu_us_per_op']:.2f}x" if ref else "n/a"
+                print(f"{info['label']:<34} {fmt_rate(s['rate']):>11} {s['cpu_us_per_op']:>16.3f} {ratio:>10}",
+                      file=out)
+        if wl.get("other_util", 0) >= echo.OTHER_LOAD_WARN:
+            print(f"! other processes used {wl['other_util']:.0%} of a core during these runs: unreliable", file=out)
+    print("\nx asyncio: how many times less CPU per operation than asyncio. Lateness: how long after its"
+          " deadline a timer ran; 'early' counts timers that ran BEFORE their deadline (a bug).", file=out)
+    for name, info in contenders.items():
+        if info["skipped"]:
+            print(f"skipped {info['label']}: {info['skipped']}", file=out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+
+
+def plan(args, cfg, toolchain, loadgen_error):
+    """Which echo contenders and loops run: ({name: command or None}, {name: skip reason})."""
+    only = args.only or {"suites": set(), "echo": set(), "loops": set(), "workloads": set()}
+    # A suite runs when named, or when one of its contenders or workloads is; nothing named: all.
+    suites = set(only["suites"])
+    if only["echo"]:
+        suites.add("echo")
+    if only["loops"] or only["workloads"]:
+        suites.add("loops")
+    suites = suites or set(SUITES)
+    echo_plan, loop_plan = {}, {}
+    if "echo" in suites:
+        for c in echo.CONTENDERS:
+            if only["echo"] and c.name not in only["echo"]:
+                continue
+            if loadgen_error:
+                echo_plan[c.name] = (None, f"no load generator: {loadgen_error}")
+                continue
+            try:
+                echo_plan[c.name] = (c.command(toolchain), None)
+            except echo.Skip as exc:
+                echo_plan[c.name] = (None, str(exc))
+    if "loops" in suites:
+        for name in loops.LOOPS:
+            if only["loops"] and name not in only["loops"]:
+                continue
+            why = loop_missing(name)
+            loop_plan[name] = (None, why) if why else (name, None)
+    workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
+    return echo_plan, loop_plan, workloads
+
+
+def run(args, out=sys.stdout):
+    cfg = settings(args)
+    if cfg["duration"] <= 0 or cfg["warmup"] < 0 or cfg["repeats"] < 1:
+        raise SystemExit("--duration must be > 0, --warmup >= 0, --repeats >= 1")
+    started = time.monotonic()
+    bindir = tempfile.mkdtemp(prefix="levent-bench-")
+    try:
+        return _run(args, cfg, bindir, started, out)
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+
+
+def _run(args, cfg, bindir, started, out):
+    toolchain = echo.Toolchain(bindir)
+    loadgen = loadgen_error = None
+    try:
+        loadgen = toolchain.build("loadgen", ["-lm"])
+    except echo.Skip as exc:
+        loadgen_error = str(exc)
+    echo_plan, loop_plan, workloads = plan(args, cfg, toolchain, loadgen_error)
+    pinned, pin_why = (False, "--no-pin") if args.no_pin else procs.affinity_ok()
+    heavy, other_share = procs.busy_processes(0.5)
+
+    report = {
+        "format": "levent-bench/1",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        "profile": args.profile or "quick",
+        "settings": cfg,
+        "machine": machine_facts(),
+        "versions": versions(toolchain),
+        "pinned": pinned,
+        "pinned_why_not": pin_why or None,
+        "load_before": {"other_cores": other_share,
+                        "processes": [{"name": n, "pid": p, "cores": s} for n, p, s in heavy]},
+        "echo": {"contenders": {}, "cells": []},
+        "loops": {"contenders": {}, "workloads": []},
+    }
+    for c in echo.CONTENDERS:
+        if c.name in echo_plan:
+            cmd, why = echo_plan[c.name]
+            report["echo"]["contenders"][c.name] = {"label": c.label, "style": c.style, "command": cmd, "skipped": why}
+    for name, (_, why) in loop_plan.items():
+        report["loops"]["contenders"][name] = {"label": LOOP_LABELS.get(name, name), "skipped": why}
+
+    v = report["versions"]
+    print(f"levent bench ({report['profile']}): levent {v.get('levent')}, libevent {v.get('libevent')},"
+          f" {v['python']}, uvloop {v['uvloop'] or 'not installed'}", file=out)
+    m = report["machine"]
+    print(f"{m['platform']}, {m['cpus']} CPUs ({m.get('cpu_model', 'unknown model')});"
+          f" {'server on CPU 0, client on CPU 1' if pinned else 'not pinned: ' + pin_why}", file=out)
+    if other_share >= echo.OTHER_LOAD_WARN:
+        names = ", ".join(f"{n} (pid {p}, {s:.0%})" for n, p, s in heavy[:5]) or "unattributed (kernel, steal)"
+        print(f"WARNING: the machine is busy before the start: {other_share:.0%} of a core used by {names}."
+              " Results will be flagged where it competes.", file=out)
+    out.flush()
+
+    echo_active = [n for n, (cmd, _) in echo_plan.items() if cmd]
+    loop_active = [n for n, (cmd, _) in loop_plan.items() if cmd]
+    cells = [(size, conns) for size in cfg["sizes"] for conns in cfg["conns"]] if echo_active else []
+    echo_weight = cfg["warmup"] + cfg["duration"] + 0.5
+    if not loop_active:
+        workloads = []
+    progress = Progress([echo_weight] * (len(cells) * len(echo_active) * cfg["repeats"])
+                        + [1.0] * (len(workloads) * len(loop_active) * cfg["loop_repeats"]))
+    failed = False
+    try:
+        for size, conns in cells:
+            runs = {name: [] for name in echo_active}
+            errors = {}
+            for rep in range(cfg["repeats"]):
+                for name in echo_active:
+                    progress.step(echo_weight, f"echo {cell_title(size, conns)}: {name} ({rep + 1}/{cfg['repeats']})")
+                    if name in errors:
+                        continue  # a contender that failed in this cell is not run again in it
+                    try:
+                        runs[name].append(echo.run_one(echo_plan[name][0], loadgen, size, conns, cfg["duration"],
+                                                       cfg["warmup"], pinned, args.ready_timeout))
+                    except echo.RunError as exc:
+                        errors[name] = str(exc)
+                        failed = True
+                        progress.note(f"echo {cell_title(size, conns)}, {name}: {exc}")
+            report["echo"]["cells"].append({
+                "size": size, "conns": conns, "runs": runs, "errors": errors,
+                "summaries": {n: echo.summarize(rs) for n, rs in runs.items() if rs and n not in errors},
+            })
+        for workload in workloads:
+            runs = {name: [] for name in loop_active}
+            errors = {}
+            n = cfg["loop_n"][workload]
+            for rep in range(cfg["loop_repeats"]):
+                for name in loop_active:
+                    progress.step(1.0, f"{workload}: {name} ({rep + 1}/{cfg['loop_repeats']})")
+                    if name in errors:
+                        continue
+                    try:
+                        runs[name].append(run_loop_worker(workload, name, n, SEED + rep, pinned))
+                    except echo.RunError as exc:
+                        errors[name] = str(exc)
+                        failed = True
+                        progress.note(f"{workload}, {name}: {exc}")
+            all_runs = [r for rs in runs.values() for r in rs]
+            wall = sum(r["wall"] for r in all_runs)
+            other = sum(max(0.0, r["busy_cpu_s"] - r["process_cpu_s"]) for r in all_runs)
+            report["loops"]["workloads"].append({
+                "name": workload, "n": n, "runs": runs, "errors": errors,
+                "summaries": {k: summarize_loop(rs) for k, rs in runs.items() if rs and k not in errors},
+                # /proc/stat counts 10 ms ticks: over short runs, only a sizeable share means anything
+                "other_util": other / wall if wall > 0.5 else 0.0,
+            })
+    finally:
+        progress.close()
+    report["elapsed_s"] = time.monotonic() - started
+
+    if report["echo"]["contenders"]:
+        print_echo(report, out)
+    if report["loops"]["contenders"]:
+        print_loops(report, out)
+    print(f"\ntotal {report['elapsed_s']:.0f} s", file=out)
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"results: {args.json}", file=out)
+    if report["echo"]["cells"]:
+        from .plot import write_plot
+
+        path, note = write_plot(args.plot or default_plot_path(), plot_data(report))
+        print(f"plot: {path}" + (f" ({note})" if note else ""), file=out)
+    if failed:
+        print("some runs FAILED (see above)", file=out)
+    return 1 if failed else 0
+
+
+def default_plot_path():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "levent-bench.svg"
+    return "levent-bench.png"
+
+
+def plot_data(report):
+    m, v = report["machine"], report["versions"]
+    contenders = [{"name": n, "label": i["label"]} for n, i in report["echo"]["contenders"].items() if not i["skipped"]]
+    return {
+        "title": "levent bench: TCP echo on 127.0.0.1",
+        "subtitle": (f"{m['platform']}, {m['cpus']} CPUs, {v['python']}, libevent {v.get('libevent')},"
+                     f" {report['date'][:10]} (--{report['profile']}, {report['settings']['repeats']} repeats)"),
+        "contenders": contenders,
+        "cells": [{"size": c["size"], "conns": c["conns"], "results": c["summaries"]} for c in report["echo"]["cells"]],
+    }
+
+
+def _terminated(signum, _frame):
+    raise SystemExit(128 + signum)  # unwinds through main's finally, which stops every child
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process the benchmark started is stopped", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()

@@ -1,0 +1,302 @@
+"""TCP echo on 127.0.0.1: the contenders, the C programs, and one measured run.
+
+A run starts a fresh server on a free port, waits for it to print a line starting with "ready",
+then runs the C load generator (``loadgen.c``) against it: CONNS connections, each keeping one
+SIZE-byte message in flight and checking every echoed byte. The loadgen prints "start" and "end"
+around its measured window; the harness samples the server's CPU time (/proc/PID/stat) at both,
+which gives the figure that separates servers on a 2-core machine: server CPU time per echo.
+"""
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from . import procs
+
+READY_TIMEOUT = 15.0  # seconds for a server to print "ready"
+LOADGEN_SLACK = 30.0  # seconds a loadgen run may exceed warm-up + duration
+OTHER_LOAD_WARN = 0.10  # a run where other work took this much of a core is flagged
+
+CEILING = "c-raw"  # the native ceiling every contender is compared with
+REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams"}  # asyncio, per style
+
+
+class Skip(Exception):
+    """A contender that cannot run here; the message says why."""
+
+
+class RunError(Exception):
+    """A run that failed; the message says how."""
+
+
+@dataclass
+class Contender:
+    """An echo server: ``command(toolchain)`` returns the argv to which the port is appended, or
+    raises :class:`Skip`. ``style`` picks the asyncio contender it is compared with."""
+
+    name: str
+    label: str
+    style: str
+    command: Callable[["Toolchain"], List[str]]
+
+
+CONTENDERS: List[Contender] = []
+
+
+def register(name, label, style, command):
+    """Adds an echo contender (later issues add theirs: levent's asyncio loop, the proxy, HTTP)."""
+    if style not in REFERENCE:
+        raise ValueError(f"style must be one of {sorted(REFERENCE)}, not {style!r}")
+    if any(c.name == name for c in CONTENDERS):
+        raise ValueError(f"an echo contender named {name!r} is already registered")
+    CONTENDERS.append(Contender(name, label, style, command))
+
+
+def c_sources():
+    """The folder holding the C sources: in the installed package, else the checkout's benchmarks/c."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(here, "c"), os.path.join(here, "..", "..", "..", "benchmarks", "c")):
+        if os.path.isfile(os.path.join(folder, "loadgen.c")):
+            return os.path.normpath(folder)
+    return None
+
+
+class Toolchain:
+    """Compiles the C programs at run time with the system compiler ($CC, else cc)."""
+
+    def __init__(self, bindir):
+        self.bindir = bindir
+        self.cc = shutil.which(os.environ.get("CC") or "cc")
+        self.src = c_sources()
+        self._built = {}
+
+    def version(self):
+        if not self.cc:
+            return None
+        try:
+            out = subprocess.run([self.cc, "--version"], capture_output=True, text=True, timeout=30)
+            return out.stdout.splitlines()[0] if out.stdout else None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    def pkg_config(self, package):
+        if not shutil.which("pkg-config"):
+            raise Skip("pkg-config is not on PATH (Debian/Ubuntu: apt-get install pkg-config)")
+        proc = subprocess.run(["pkg-config", "--cflags", "--libs", package], capture_output=True, text=True,
+                              timeout=30, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise Skip(f"pkg-config {package} failed: {proc.stderr.strip() or 'exit ' + str(proc.returncode)}"
+                       " (Debian/Ubuntu: apt-get install libevent-dev)")
+        return shlex.split(proc.stdout)
+
+    def build(self, name, flags=()):
+        """Compiles NAME.c once; returns the binary's path or raises Skip with the reason."""
+        if name not in self._built:
+            try:
+                self._built[name] = (self._compile(name, flags), None)
+            except Skip as exc:
+                self._built[name] = (None, str(exc))
+        path, why = self._built[name]
+        if why:
+            raise Skip(why)
+        return path
+
+    def _compile(self, name, flags):
+        if not self.cc:
+            raise Skip("no C compiler on PATH (cc, or $CC; Debian/Ubuntu: apt-get install gcc)")
+        if not self.src:
+            raise Skip("the C sources (benchmarks/c) are not in this installation")
+        out = os.path.join(self.bindir, name)
+        cmd = [self.cc, "-O2", "-Wall", "-o", out, os.path.join(self.src, name + ".c"), *flags]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise Skip(f"{shlex.join(cmd)} ran for more than 120 s")
+        if proc.returncode != 0:
+            raise Skip(f"{shlex.join(cmd)} failed: {(proc.stderr.strip() or 'no output').splitlines()[-1]}")
+        return out
+
+
+def _c_server(source):
+    def command(tc):
+        return [tc.build(source, tc.pkg_config("libevent_core"))]
+
+    return command
+
+
+def _python_server(name, needs=None):
+    def command(_tc):
+        if needs:
+            try:
+                __import__(needs)
+            except ImportError as exc:
+                raise Skip(f"{needs} is not installed ({exc}); pip install levent[bench] adds it")
+        return [sys.executable, "-m", "levent.bench.servers", name, "--port"]
+
+    return command
+
+
+def _levent_raw(_tc):
+    return [sys.executable, "-m", "levent", "echo", "--mode", "events", "--port"]
+
+
+register("c-raw", "C libevent, recv/send (ceiling)", "protocol", _c_server("echo_raw"))
+register("c-bev", "C libevent bufferevent", "protocol", _c_server("echo_bev"))
+register("levent", "levent raw API (Events)", "protocol", _levent_raw)
+register("asyncio-protocol", "asyncio Protocol", "protocol", _python_server("asyncio-protocol"))
+register("asyncio-streams", "asyncio streams", "streams", _python_server("asyncio-streams"))
+register("uvloop-protocol", "uvloop Protocol", "protocol", _python_server("uvloop-protocol", "uvloop"))
+register("uvloop-streams", "uvloop streams", "streams", _python_server("uvloop-streams", "uvloop"))
+register("selectors", "pure-Python selectors loop", "protocol", _python_server("selectors"))
+
+
+# --------------------------------------------------------------------------------------------------
+# One run
+
+
+def start_server(cmd, pinned, ready_timeout=READY_TIMEOUT):
+    """Starts ``cmd + [port]`` on a free port and waits for its "ready" line.
+    Returns (proc, port, stderr file); raises RunError (with the server stopped) when it does not
+    start: it exited, printed something else, or stayed silent for ``ready_timeout`` seconds."""
+    port = procs.free_port()
+    err = tempfile.TemporaryFile()
+    try:
+        proc = procs.spawn(cmd + [str(port)], stderr=err, env=procs.python_env())
+    except OSError as exc:
+        err.close()
+        raise RunError(f"cannot start {shlex.join(cmd)}: {exc}")
+    if pinned:
+        procs.pin(proc.pid, procs.SERVER_CPU)
+    reader = procs.LineReader(proc.stdout)
+    line = reader.readline(time.monotonic() + ready_timeout)
+    if line is None or not line.startswith("ready"):
+        if reader.eof:  # its stdout closed: it is exiting, so wait for its status
+            try:
+                proc.wait(2.0)
+            except subprocess.TimeoutExpired:
+                pass
+        exited = proc.poll() is not None
+        status = procs.stop(proc)
+        if line is not None:
+            why = f"printed {line!r} instead of 'ready'"
+        elif exited:
+            why = f"exited with status {status}"
+        elif reader.eof:
+            why = "closed its stdout without printing 'ready'"
+        else:
+            why = f"no 'ready' within {ready_timeout:g} s"
+        msg = f"server did not start ({why}): {procs.tail(err)}"
+        err.close()
+        raise RunError(msg)
+    return proc, port, err
+
+
+def run_loadgen(loadgen, port, size, conns, duration, warmup, pinned, on_line=None):
+    """Runs the load generator; ``on_line("start"|"end")`` is called as it crosses its window.
+    Returns its JSON report; raises RunError if it failed (exit status and stderr in the message)."""
+    err = tempfile.TemporaryFile()
+    gen = procs.spawn([loadgen, str(port), str(conns), str(size), repr(duration), repr(warmup)], stderr=err)
+    try:
+        if pinned:
+            procs.pin(gen.pid, procs.CLIENT_CPU)
+        reader = procs.LineReader(gen.stdout)
+        limit = warmup + duration + LOADGEN_SLACK
+        deadline = time.monotonic() + limit
+        report = None
+        while report is None:
+            line = reader.readline(deadline)
+            if line is None:
+                break
+            if line.startswith("{"):
+                report = json.loads(line)
+            elif on_line:
+                on_line(line)
+        try:
+            status = gen.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise RunError(f"loadgen ran past {limit:g} s and was stopped")
+        if status != 0:
+            raise RunError(f"loadgen exit {status}: {procs.tail(err)}")
+        if report is None:
+            raise RunError(f"loadgen printed no report; stderr: {procs.tail(err)}")
+        return report
+    finally:
+        procs.stop(gen)
+        err.close()
+
+
+def run_one(cmd, loadgen, size, conns, duration, warmup, pinned, ready_timeout=READY_TIMEOUT):
+    """One fresh server, one loadgen run. Returns the run's dict; raises RunError."""
+    server, port, server_err = start_server(cmd, pinned, ready_timeout)
+    marks = {}
+
+    def on_line(line):
+        if line in ("start", "end"):
+            marks[line] = (procs.cpu_seconds(server.pid), procs.system_busy_seconds(), procs.kthreads_seconds())
+
+    try:
+        cpu_run0 = procs.cpu_seconds(server.pid)
+        report = run_loadgen(loadgen, port, size, conns, duration, warmup, pinned, on_line)
+        if "start" not in marks or "end" not in marks:
+            raise RunError("loadgen output lacks its start/end lines")
+        if server.poll() is not None:
+            raise RunError(f"server exited during the run (status {server.returncode}): {procs.tail(server_err)}")
+        cpu_run1 = procs.cpu_seconds(server.pid)
+    except OSError as exc:  # /proc/PID/stat of a server that vanished, a pipe error, ...
+        raise RunError(f"{type(exc).__name__}: {exc}")
+    finally:
+        server_status = procs.stop(server)
+        server_log = procs.tail(server_err)
+        server_err.close()
+    (cpu0, busy0, kthr0), (cpu1, busy1, kthr1) = marks["start"], marks["end"]
+    # What else the CPUs did in the window: kernel threads (work the traffic itself causes), and
+    # everything else (other processes, stolen time) = busy time - server - loadgen - kernel threads.
+    report.update(
+        server_pid=server.pid,
+        server_cpu_s=cpu1 - cpu0,
+        kthreads_cpu_s=kthr1 - kthr0,
+        other_cpu_s=max(0.0, busy1 - busy0 - (cpu1 - cpu0) - report["loadgen_cpu_s"] - (kthr1 - kthr0)),
+        server_cpu_run_s=cpu_run1 - cpu_run0,
+        server_exit=server_status,
+        pinned=pinned,
+    )
+    if server_status not in (0, -signal.SIGTERM):
+        report["server_stderr"] = server_log
+    return report
+
+
+def summarize(runs):
+    """The median (and min-max) over a contender's runs in one cell."""
+    def med(key):
+        return statistics.median(key(r) for r in runs)
+
+    rates = [r["messages"] / r["seconds"] for r in runs]
+    cpus = [r["server_cpu_s"] / r["messages"] * 1e6 for r in runs]
+    return {
+        "req_s": statistics.median(rates),
+        "req_s_min": min(rates),
+        "req_s_max": max(rates),
+        "mib_s": med(lambda r: r["bytes"] / r["seconds"] / 2**20),
+        "p50_us": med(lambda r: r["p50_us"]),
+        "p99_us": med(lambda r: r["p99_us"]),
+        "cpu_us_per_echo": statistics.median(cpus),
+        "cpu_us_per_echo_min": min(cpus),
+        "cpu_us_per_echo_max": max(cpus),
+        "server_util": med(lambda r: r["server_cpu_s"] / r["seconds"]),
+        "loadgen_util": med(lambda r: r["loadgen_cpu_s"] / r["seconds"]),
+        "kthreads_util": med(lambda r: r["kthreads_cpu_s"] / r["seconds"]),
+        "other_util_max": max(r["other_cpu_s"] / r["seconds"] for r in runs),
+        "runs": len(runs),
+    }
+
+
+def contender(name) -> Optional[Contender]:
+    return next((c for c in CONTENDERS if c.name == name), None)

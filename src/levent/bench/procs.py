@@ -1,0 +1,205 @@
+"""Child processes and CPU accounting for the benchmark harness.
+
+Every process the harness starts goes through :func:`spawn` and is stopped by PID through
+:func:`stop` (SIGTERM, then SIGKILL): at the end of its run, on errors, and on Ctrl-C, where
+:func:`stop_all` takes whatever is left. On Linux a child also gets SIGTERM if the harness dies
+without cleaning up, even by SIGKILL (PR_SET_PDEATHSIG).
+
+CPU time comes from /proc/PID/stat, in clock ticks (10 ms at USER_HZ=100): over a window of a second
+or more that is under 1%. (``schedstat`` would count nanoseconds, but kernels built without
+schedstats report zeros there, as this project's machines do.)
+"""
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+
+LIVE = {}  # pid -> Popen: every process started and not yet reaped
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PF_KTHREAD = 0x00200000
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM it if the harness dies without cleaning up."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def python_env():
+    """The environment for Python children: no asyncio debug mode, which would slow every loop."""
+    env = dict(os.environ)
+    for name in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE", "PYTHONTRACEMALLOC"):
+        env.pop(name, None)
+    return env
+
+
+def spawn(cmd, **kwargs):
+    """Popen with stdout piped, stdin closed, tracked in LIVE until :func:`stop`."""
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=preexec, **kwargs)
+    LIVE[proc.pid] = proc
+    return proc
+
+
+def stop(proc, timeout=STOP_TIMEOUT):
+    """SIGTERM to proc's PID, SIGKILL after ``timeout`` s; reaps it. Returns its exit status."""
+    try:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        LIVE.pop(proc.pid, None)
+        if proc.stdout:
+            proc.stdout.close()
+    return proc.returncode
+
+
+def stop_all():
+    for proc in list(LIVE.values()):
+        stop(proc)
+
+
+class LineReader:
+    """Lines from a pipe with a deadline (select + os.read: no buffering surprises)."""
+
+    def __init__(self, pipe):
+        self.fd = pipe.fileno()
+        self.buf = b""
+        self.eof = False
+
+    def readline(self, deadline):
+        """A line without its newline; None at EOF or once the deadline passed."""
+        while b"\n" not in self.buf:
+            if self.eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                self.eof = True
+                continue
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode(errors="replace").strip()
+
+
+def tail(fileobj, n=3):
+    """The last lines a child wrote to a temporary file, joined for one line of output."""
+    fileobj.seek(0)
+    lines = fileobj.read().decode(errors="replace").strip().splitlines()
+    return " | ".join(lines[-n:]) if lines else "no output on stderr"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stat_fields(path):
+    with open(path) as f:
+        return f.read().rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), in seconds."""
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of proc(5)
+
+
+def system_busy_seconds():
+    """CPU time all CPUs spent not idle (/proc/stat: user nice system irq softirq steal), in seconds."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def kthreads_seconds():
+    """CPU time of the kernel threads (kworkers, ksoftirqd: work the traffic causes), in seconds."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat_fields(f"/proc/{entry}/stat")
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[6]) & PF_KTHREAD:
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def process_table():
+    """{pid: (name, cpu seconds)} of every process, from /proc/PID/stat."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        fields = text.rpartition(")")[2].split()
+        table[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return table
+
+
+def busy_processes(seconds=0.5, exclude=()):
+    """What else keeps the machine busy: ([(name, pid, share of one core)], total share), measured
+    over ``seconds``; the harness and ``exclude`` PIDs left out."""
+    mine = {os.getpid(), *exclude}
+    before, busy0, t0 = process_table(), system_busy_seconds(), time.monotonic()
+    time.sleep(seconds)
+    after, busy1, t1 = process_table(), system_busy_seconds(), time.monotonic()
+    window = t1 - t0
+    own = sum(after[p][1] - before.get(p, (None, 0.0))[1] for p in mine if p in after)
+    top = sorted(((after[p][1] - before[p][1]) / window, after[p][0], p)
+                 for p in after if p in before and p not in mine)
+    heavy = [(name, pid, share) for share, name, pid in reversed(top) if share >= 0.05]
+    return heavy, max(0.0, (busy1 - busy0 - own) / window)
+
+
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+
+def affinity_ok():
+    """(True, "") when server and client can be pinned to CPUs 0 and 1, else (False, why not)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return False, "os.sched_setaffinity does not exist here"
+    try:
+        allowed = os.sched_getaffinity(0)
+        if not {SERVER_CPU, CLIENT_CPU} <= allowed:
+            return False, f"CPUs {SERVER_CPU} and {CLIENT_CPU} are not both allowed (allowed: {sorted(allowed)})"
+        os.sched_setaffinity(0, allowed)
+    except OSError as exc:
+        return False, f"sched_setaffinity failed: {exc}"
+    return True, ""
+
+
+def pin(pid, cpu):
+    try:
+        os.sched_setaffinity(pid, {cpu})
+        return True
+    except OSError:
+        return False

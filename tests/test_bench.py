@@ -1,0 +1,291 @@
+"""The benchmark harness (levent.bench) is itself tested: its load generator catches a corrupted
+echo, a contender that fails to start is reported rather than waited on forever, and no process it
+started outlives a run or a Ctrl-C. Real servers and real sockets on 127.0.0.1."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from levent.bench import cli, echo, loops, procs
+
+from conftest import wait_until
+
+
+@pytest.fixture(scope="module")
+def toolchain(tmp_path_factory):
+    return echo.Toolchain(str(tmp_path_factory.mktemp("bench-bin")))
+
+
+@pytest.fixture(scope="module")
+def loadgen(toolchain):
+    try:
+        return toolchain.build("loadgen", ["-lm"])
+    except echo.Skip as exc:
+        pytest.skip(f"the load generator cannot be built here: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def no_process_left():
+    yield
+    assert not procs.LIVE, f"processes left running: {list(procs.LIVE)}"
+
+
+class ThreadedEcho:
+    """An echo server in this process; ``corrupt_at`` flips the byte at that stream offset."""
+
+    def __init__(self, corrupt_at=None):
+        self.corrupt_at = corrupt_at
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn):
+        conn.settimeout(0.1)
+        offset = 0
+        with conn:
+            while not self.stopping:
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                if self.corrupt_at is not None and offset <= self.corrupt_at < offset + len(data):
+                    i = self.corrupt_at - offset
+                    data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+                offset += len(data)
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    return
+
+    def close(self):
+        self.stopping = True
+        self.listener.close()
+        for t in self.threads:
+            t.join(5)
+
+
+def run_against(loadgen, server, conns=2, size=1000):
+    try:
+        return echo.run_loadgen(loadgen, server.port, size, conns, 0.3, 0.1, pinned=False)
+    finally:
+        server.close()
+
+
+def test_loadgen_counts_an_honest_echo(loadgen):
+    report = run_against(loadgen, ThreadedEcho())
+    assert report["messages"] > 0
+    assert report["bytes"] == report["messages"] * 1000
+
+
+@pytest.mark.parametrize("corrupt_at", [0, 999, 12345])
+def test_loadgen_detects_a_corrupted_echo(loadgen, corrupt_at):
+    with pytest.raises(echo.RunError, match="loadgen exit 3"):
+        run_against(loadgen, ThreadedEcho(corrupt_at=corrupt_at), conns=1)
+
+
+def test_loadgen_reports_a_server_that_closes(loadgen):
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def close_each():
+        listener.settimeout(5)
+        for _ in range(2):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    t = threading.Thread(target=close_each, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(echo.RunError, match="loadgen exit 2"):
+            echo.run_loadgen(loadgen, port, 100, 2, 0.3, 0.1, pinned=False)
+    finally:
+        listener.close()
+        t.join(10)
+
+
+def python_server(code):
+    return [sys.executable, "-c", code, "--port"]
+
+
+def live_children():
+    """PIDs of this process's children (from /proc), zombies excluded."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("code, why", [
+    ("import time; time.sleep(60)", r"no 'ready' within 1 s"),
+    ("import sys; sys.exit(3)", r"exited with status 3"),
+    ("print('listening maybe', flush=True); import time; time.sleep(60)", r"printed 'listening maybe'"),
+    ("import sys; sys.stderr.write('cannot bind\\n'); sys.exit(1)", r"exited with status 1\): cannot bind"),
+])
+def test_a_server_that_does_not_start_is_reported_and_stopped(code, why):
+    before = set(live_children())
+    t0 = time.monotonic()
+    with pytest.raises(echo.RunError, match="server did not start .*" + why):
+        echo.start_server(python_server(code), pinned=False, ready_timeout=1.0)
+    assert time.monotonic() - t0 < 10, "the harness waited on a server that never started"
+    assert set(live_children()) <= before
+
+
+@pytest.fixture
+def broken_contender():
+    echo.register("broken", "a server that never starts", "protocol",
+                  lambda _tc: python_server("import time; time.sleep(60)"))
+    yield "broken"
+    echo.CONTENDERS[:] = [c for c in echo.CONTENDERS if c.name != "broken"]
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_run_reports_a_failed_contender_and_leaves_no_process(broken_contender, loadgen, tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    args = cli.build_parser().parse_args([
+        "--only", f"{broken_contender},c-raw,levent", "--sizes", "64", "--conns", "2", "--duration", "0.3",
+        "--warmup", "0.1", "--repeats", "2", "--ready-timeout", "1", "--no-pin",
+        "--json", str(out_json), "--plot", str(tmp_path / "r.svg")])
+    assert cli.run(args) == 1  # a failed contender fails the run
+    out = capsys.readouterr().out
+    assert "a server that never starts" in out and "FAILED: server did not start" in out
+    report = json.loads(out_json.read_text())
+    cell = report["echo"]["cells"][0]
+    assert cell["errors"] == {broken_contender: cell["errors"][broken_contender]}
+    assert len(cell["runs"][broken_contender]) == 0
+    pids = [r["server_pid"] for name in ("c-raw", "levent") for r in cell["runs"][name]]
+    assert len(pids) == 4, "both working contenders ran twice"
+    for name in ("c-raw", "levent"):
+        s = cell["summaries"][name]
+        assert s["req_s"] > 0 and s["cpu_us_per_echo"] > 0 and s["p99_us"] >= s["p50_us"] > 0
+    assert not any(pid_alive(pid) for pid in pids)
+    assert not live_children()
+    assert (tmp_path / "r.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    for key in ("machine", "versions", "settings", "load_before", "date"):
+        assert report[key]
+
+
+def test_loop_workloads_run_and_levent_never_fires_a_timer_early(tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    args = cli.build_parser().parse_args([
+        "--only", "call_soon_chain,timer_lateness,pingpong", "--repeats", "1", "--no-pin",
+        "--json", str(out_json)])
+    assert cli.run(args) == 0
+    report = json.loads(out_json.read_text())
+    assert not report["echo"]["cells"] and not report["echo"]["contenders"]
+    workloads = {w["name"]: w for w in report["loops"]["workloads"]}
+    assert set(workloads) == {"call_soon_chain", "timer_lateness", "pingpong"}
+    for name in ("levent", "asyncio", "selectors"):
+        assert workloads["pingpong"]["summaries"][name]["rate"] > 0
+        assert workloads["call_soon_chain"]["summaries"][name]["cpu_us_per_op"] > 0
+    lateness = workloads["timer_lateness"]["summaries"]["levent"]
+    assert lateness["early"] == 0 and lateness["lateness_min_us"] >= 0
+    assert "timer lateness" in capsys.readouterr().out
+
+
+def test_run_workload_counts_every_callback():
+    loop = loops.SelectorsLoop()
+    try:
+        result = loops.run_workload("call_later_cancel", loop, 1001, 1)
+    finally:
+        loop.close()
+    assert result["count"] == 1001 and result["wall"] > 0
+
+
+def test_only_rejects_an_unknown_name(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(["--only", "nginx"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown name 'nginx'" in err and "c-raw" in err and "call_soon_chain" in err
+
+
+def test_only_prefix_selects_both_styles():
+    wanted = cli.parse_only("asyncio")
+    assert wanted["echo"] == {"asyncio-protocol", "asyncio-streams"}
+    assert wanted["loops"] == {"asyncio"}
+
+
+def descendants(root):
+    """PIDs below ``root`` (children, grandchildren), live ones only."""
+    parent_of = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parent_of[int(entry)] = int(fields[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent_of.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_ctrl_c_stops_every_process_the_benchmark_started(child_env, tmp_path):
+    cmd = [sys.executable, "-m", "levent", "bench", "--only", "c-raw,levent", "--sizes", "64", "--conns", "2",
+           "--duration", "5", "--repeats", "5", "--no-pin", "--json", str(tmp_path / "r.json")]
+    bench = subprocess.Popen(cmd, env=child_env, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = set()
+    try:
+        def servers_running():
+            seen.update(descendants(bench.pid))
+            return len(descendants(bench.pid)) >= 2 or bench.poll() is not None  # a server and the loadgen
+
+        assert wait_until(servers_running, 60, 0.05) and bench.poll() is None, bench.stderr.read()
+        seen.update(descendants(bench.pid))
+        bench.send_signal(signal.SIGINT)
+        out, err = bench.communicate(timeout=30)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 130, err.decode()
+    assert b"interrupted" in err
+    assert seen and not any(pid_alive(pid) for pid in seen), f"left running: {[p for p in seen if pid_alive(p)]}"
