@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from . import echo, loops, procs
+from . import echo, loops, procs, tables
 
 PROFILES = {
     # --quick: under a minute, the README's main job. --full: every cell, for the README's table.
@@ -44,7 +44,6 @@ LOOP_LABELS = {
     "uvloop": "uvloop",
     "selectors": "pure-Python selectors loop",
 }
-LOOP_REFERENCE = "asyncio"
 WORKER_TIMEOUT = 60.0  # seconds a timer/callback worker may run
 SEED = 20240601
 SUITES = ("echo", "loops")
@@ -157,6 +156,7 @@ def build_parser():
     ap.add_argument("--plot", metavar="PATH",
                     help="plot file: .png needs matplotlib (pip install levent[plot]), else .svg "
                          "(default levent-bench.png with matplotlib, else levent-bench.svg)")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown (for a README)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
     ap.add_argument("--ready-timeout", type=float, default=echo.READY_TIMEOUT, metavar="S",
                     help="seconds a server may take to print 'ready' (default %(default)g)")
@@ -294,117 +294,6 @@ def summarize_loop(runs):
 
 
 # --------------------------------------------------------------------------------------------------
-# Tables
-
-
-def fmt_rate(x):
-    if x >= 1e6:
-        return f"{x / 1e6:.2f}M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
-
-
-def fmt_us(x):
-    if abs(x) >= 10_000:
-        return f"{x / 1e3:.1f} ms"
-    return f"{x:.0f} us"
-
-
-def fmt_size(n):
-    if n >= 1024 and n % 1024 == 0:
-        return f"{n // 1024} KiB"
-    return f"{n} B"
-
-
-def cell_title(size, conns):
-    return f"{fmt_size(size)} x {conns} conn{'s' if conns != 1 else ''}"
-
-
-def echo_ratios(name, summaries):
-    """(asyncio CPU / this CPU, this CPU / C ceiling CPU), None where the reference did not run."""
-    s = summaries[name]
-    ref = summaries.get(echo.REFERENCE[echo.contender(name).style])
-    ceiling = summaries.get(echo.CEILING)
-    return (ref["cpu_us_per_echo"] / s["cpu_us_per_echo"] if ref else None,
-            s["cpu_us_per_echo"] / ceiling["cpu_us_per_echo"] if ceiling else None)
-
-
-def print_echo(report, out):
-    contenders = report["echo"]["contenders"]
-    flags = set()
-    for cell in report["echo"]["cells"]:
-        title = f"echo, {cell_title(cell['size'], cell['conns'])}"
-        print(f"\n{title}", file=out)
-        print(f"{'contender':<34} {'req/s':>7} {'min-max':>13} {'MiB/s':>7} {'p50':>8} {'p99':>8}"
-              f" {'CPU us/echo':>11} {'x asyncio':>9} {'x C':>6} {'other':>6}", file=out)
-        for name, info in contenders.items():
-            if info["skipped"]:
-                continue
-            s = cell["summaries"].get(name)
-            if s is None:
-                print(f"{info['label']:<34} FAILED: {cell['errors'].get(name, 'not run')}", file=out)
-                continue
-            vs_asyncio, vs_c = echo_ratios(name, cell["summaries"])
-            mark = "*" if s["loadgen_util"] >= 0.95 else " "
-            noise = "!" if s["other_util_max"] >= echo.OTHER_LOAD_WARN else " "
-            flags.update(m for m in (mark, noise) if m != " ")
-            spread = f"{fmt_rate(s['req_s_min'])}-{fmt_rate(s['req_s_max'])}" if s["runs"] > 1 else ""
-            print(f"{info['label']:<34} {fmt_rate(s['req_s']):>7}{mark}{spread:>13} {s['mib_s']:>7.1f}"
-                  f" {fmt_us(s['p50_us']):>8} {fmt_us(s['p99_us']):>8} {s['cpu_us_per_echo']:>11.2f}"
-                  f" {f'{vs_asyncio:.2f}x' if vs_asyncio else 'n/a':>9} {f'{vs_c:.2f}x' if vs_c else 'n/a':>6}"
-                  f" {s['other_util_max']:>5.0%}{noise}", file=out)
-    skipped = {n: i["skipped"] for n, i in contenders.items() if i["skipped"]}
-    print("\nCPU us/echo: the server's own CPU time per echo (median of the repeats). x asyncio: how many"
-          " times less CPU than asyncio of the same style (Protocol or streams); x C: CPU relative to the C"
-          " ceiling (1.00x = as cheap as C). req/s, latency: the client's view.", file=out)
-    if "*" in flags:
-        print("* the load generator's core was >= 95% busy: req/s is its limit there, not the server's;"
-              " CPU us/echo is unaffected.", file=out)
-    if "!" in flags:
-        print(f"! other processes used >= {echo.OTHER_LOAD_WARN:.0%} of a core during some run (column 'other',"
-              " worst run): req/s and latency of that row are unreliable.", file=out)
-    for name, why in skipped.items():
-        print(f"skipped {contenders[name]['label']}: {why}", file=out)
-
-
-def print_loops(report, out):
-    section = report["loops"]
-    contenders = section["contenders"]
-    for wl in section["workloads"]:
-        title, unit = loops.WORKLOADS[wl["name"]]
-        print(f"\n{title} (N = {wl['n']:,})", file=out)
-        lateness = wl["name"] == "timer_lateness"
-        if lateness:
-            print(f"{'loop':<34} {'p50 late':>9} {'p99 late':>9} {'min':>9} {'max':>9} {'early':>6}", file=out)
-        else:
-            print(f"{'loop':<34} {unit + 's/s':>11} {'CPU us/' + unit:>16} {'x asyncio':>10}", file=out)
-        ref = wl["summaries"].get(LOOP_REFERENCE)
-        for name, info in contenders.items():
-            if info["skipped"]:
-                continue
-            s = wl["summaries"].get(name)
-            if s is None:
-                print(f"{info['label']:<34} FAILED: {wl['errors'].get(name, 'not run')}", file=out)
-                continue
-            if lateness:
-                early = f"{s['early']}!" if s["early"] else "0"
-                print(f"{info['label']:<34} {fmt_us(s['lateness_p50_us']):>9} {fmt_us(s['lateness_p99_us']):>9}"
-                      f" {fmt_us(s['lateness_min_us']):>9} {fmt_us(s['lateness_max_us']):>9} {early:>6}", file=out)
-            else:
-                ratio = f"{ref['cpu_us_per_op'] / s['cpu_us_per_op']:.2f}x" if ref else "n/a"
-                print(f"{info['label']:<34} {fmt_rate(s['rate']):>11} {s['cpu_us_per_op']:>16.3f} {ratio:>10}",
-                      file=out)
-        if wl.get("other_util", 0) >= echo.OTHER_LOAD_WARN:
-            print(f"! other processes used {wl['other_util']:.0%} of a core during these runs: unreliable", file=out)
-    print("\nx asyncio: how many times less CPU per operation than asyncio. Lateness: how long after its"
-          " deadline a timer ran; 'early' counts timers that ran BEFORE their deadline (a bug).", file=out)
-    for name, info in contenders.items():
-        if info["skipped"]:
-            print(f"skipped {info['label']}: {info['skipped']}", file=out)
-
-
-# --------------------------------------------------------------------------------------------------
 # The run
 
 
@@ -512,7 +401,7 @@ def _run(args, cfg, bindir, started, out):
             errors = {}
             for rep in range(cfg["repeats"]):
                 for name in echo_active:
-                    progress.step(echo_weight, f"echo {cell_title(size, conns)}: {name} ({rep + 1}/{cfg['repeats']})")
+                    progress.step(echo_weight, f"echo {tables.cell_title(size, conns)}: {name} ({rep + 1}/{cfg['repeats']})")
                     if name in errors:
                         continue  # a contender that failed in this cell is not run again in it
                     try:
@@ -521,7 +410,7 @@ def _run(args, cfg, bindir, started, out):
                     except echo.RunError as exc:
                         errors[name] = str(exc)
                         failed = True
-                        progress.note(f"echo {cell_title(size, conns)}, {name}: {exc}")
+                        progress.note(f"echo {tables.cell_title(size, conns)}, {name}: {exc}")
             report["echo"]["cells"].append({
                 "size": size, "conns": conns, "runs": runs, "errors": errors,
                 "summaries": {n: echo.summarize(rs) for n, rs in runs.items() if rs and n not in errors},
@@ -554,14 +443,16 @@ def _run(args, cfg, bindir, started, out):
         progress.close()
     report["elapsed_s"] = time.monotonic() - started
 
-    if report["echo"]["contenders"]:
-        print_echo(report, out)
-    if report["loops"]["contenders"]:
-        print_loops(report, out)
+    results = tables.all_tables(report)
+    out.write(tables.render_text(results))
     print(f"\ntotal {report['elapsed_s']:.0f} s", file=out)
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
     print(f"results: {args.json}", file=out)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(tables.render_markdown(results))
+        print(f"tables as Markdown: {args.markdown}", file=out)
     if report["echo"]["cells"]:
         from .plot import write_plot
 

@@ -1,0 +1,182 @@
+"""The benchmark's tables, built once from a results dict and rendered as text or Markdown."""
+from . import echo, loops
+
+LOOP_REFERENCE = "asyncio"
+
+
+class Table:
+    def __init__(self, title, headers, notes=()):
+        self.title = title
+        self.headers = headers
+        self.rows = []
+        self.notes = list(notes)
+
+    def add(self, *cells):
+        self.rows.append([str(c) for c in cells])
+
+
+def fmt_rate(x):
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}"
+
+
+def fmt_us(x):
+    if abs(x) >= 10_000:
+        return f"{x / 1e3:.1f} ms"
+    return f"{x:.0f} us"
+
+
+def fmt_size(n):
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} B"
+
+
+def cell_title(size, conns):
+    return f"{fmt_size(size)} x {conns} conn{'s' if conns != 1 else ''}"
+
+
+def fmt_ratio(x):
+    return f"{x:.2f}x" if x else "n/a"
+
+
+def echo_ratios(report, name, summaries):
+    """(asyncio CPU / this CPU, this CPU / C ceiling CPU); None where the reference did not run."""
+    s = summaries[name]
+    ref = summaries.get(echo.REFERENCE[report["echo"]["contenders"][name]["style"]])
+    ceiling = summaries.get(echo.CEILING)
+    return (ref["cpu_us_per_echo"] / s["cpu_us_per_echo"] if ref else None,
+            s["cpu_us_per_echo"] / ceiling["cpu_us_per_echo"] if ceiling else None)
+
+
+def _running(contenders):
+    return [(name, info) for name, info in contenders.items() if not info["skipped"]]
+
+
+def echo_tables(report):
+    """Per cell: every figure of every contender. Then two overviews across cells."""
+    contenders = report["echo"]["contenders"]
+    cells = report["echo"]["cells"]
+    tables = []
+    saturated = noisy = False
+    for cell in cells:
+        t = Table(f"echo, {cell_title(cell['size'], cell['conns'])}",
+                  ["contender", "req/s", "min-max", "MiB/s", "p50", "p99", "CPU us/echo", "x asyncio", "x C", "other"])
+        for name, info in _running(contenders):
+            s = cell["summaries"].get(name)
+            if s is None:
+                t.add(info["label"], f"FAILED: {cell['errors'].get(name, 'not run')}", *[""] * 8)
+                continue
+            vs_asyncio, vs_c = echo_ratios(report, name, cell["summaries"])
+            mark = "*" if s["loadgen_util"] >= 0.95 else ""
+            noise = "!" if s["other_util_max"] >= echo.OTHER_LOAD_WARN else ""
+            saturated, noisy = saturated or bool(mark), noisy or bool(noise)
+            spread = f"{fmt_rate(s['req_s_min'])}-{fmt_rate(s['req_s_max'])}" if s["runs"] > 1 else ""
+            t.add(info["label"], fmt_rate(s["req_s"]) + mark, spread, f"{s['mib_s']:.1f}", fmt_us(s["p50_us"]),
+                  fmt_us(s["p99_us"]), f"{s['cpu_us_per_echo']:.2f}", fmt_ratio(vs_asyncio), fmt_ratio(vs_c),
+                  f"{s['other_util_max']:.0%}{noise}")
+        tables.append(t)
+    if len(cells) > 1:
+        cpu = Table("server CPU us per echo (x asyncio of the same style)", ["contender"] + [
+            cell_title(c["size"], c["conns"]) for c in cells])
+        rate = Table("req/s", ["contender"] + [cell_title(c["size"], c["conns"]) for c in cells])
+        for name, info in _running(contenders):
+            cpu_row, rate_row = [info["label"]], [info["label"]]
+            for cell in cells:
+                s = cell["summaries"].get(name)
+                if s is None:
+                    cpu_row.append("failed")
+                    rate_row.append("failed")
+                    continue
+                vs_asyncio, _ = echo_ratios(report, name, cell["summaries"])
+                cpu_row.append(f"{s['cpu_us_per_echo']:.2f} ({fmt_ratio(vs_asyncio)})")
+                rate_row.append(fmt_rate(s["req_s"]))
+            cpu.add(*cpu_row)
+            rate.add(*rate_row)
+        tables += [cpu, rate]
+    notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats. x asyncio: how many times"
+             " less CPU than asyncio of the same style (Protocol or streams). x C: CPU relative to the C ceiling"
+             " (1.00x = as cheap as C). req/s, MiB/s and latency are the client's view."]
+    if saturated:
+        notes.append("* the load generator's core was >= 95% busy: req/s is its limit there, not the server's;"
+                     " CPU us/echo is unaffected.")
+    if noisy:
+        notes.append(f"! other processes used >= {echo.OTHER_LOAD_WARN:.0%} of a core during some run (column"
+                     " 'other', worst run): req/s and latency of that row are unreliable.")
+    notes += [f"skipped {info['label']}: {info['skipped']}" for info in contenders.values() if info["skipped"]]
+    if tables:
+        tables[-1].notes = notes
+    return tables
+
+
+def loop_tables(report):
+    section = report["loops"]
+    contenders = section["contenders"]
+    tables = []
+    for wl in section["workloads"]:
+        title, unit = loops.WORKLOADS[wl["name"]]
+        lateness = wl["name"] == "timer_lateness"
+        if lateness:
+            t = Table(f"{title} (N = {wl['n']:,})", ["loop", "p50 late", "p99 late", "min", "max", "early"])
+        else:
+            t = Table(f"{title} (N = {wl['n']:,})", ["loop", f"{unit}s/s", f"CPU us/{unit}", "x asyncio"])
+        ref = wl["summaries"].get(LOOP_REFERENCE)
+        for name, info in _running(contenders):
+            s = wl["summaries"].get(name)
+            if s is None:
+                t.add(info["label"], f"FAILED: {wl['errors'].get(name, 'not run')}", *[""] * (len(t.headers) - 2))
+            elif lateness:
+                t.add(info["label"], fmt_us(s["lateness_p50_us"]), fmt_us(s["lateness_p99_us"]),
+                      fmt_us(s["lateness_min_us"]), fmt_us(s["lateness_max_us"]),
+                      f"{s['early']} EARLY" if s["early"] else "0")
+            else:
+                t.add(info["label"], fmt_rate(s["rate"]), f"{s['cpu_us_per_op']:.3f}",
+                      fmt_ratio(ref and ref["cpu_us_per_op"] / s["cpu_us_per_op"]))
+        if wl.get("other_util", 0) >= echo.OTHER_LOAD_WARN:
+            t.notes.append(f"! other processes used {wl['other_util']:.0%} of a core during these runs: unreliable")
+        tables.append(t)
+    if tables:
+        tables[-1].notes += [
+            "x asyncio: how many times less CPU per operation than asyncio. Lateness: how long after its deadline"
+            " a timer ran; EARLY counts timers that ran before their deadline, which is a bug."]
+        tables[-1].notes += [f"skipped {i['label']}: {i['skipped']}" for i in contenders.values() if i["skipped"]]
+    return tables
+
+
+def all_tables(report):
+    return echo_tables(report) + loop_tables(report)
+
+
+def render_text(tables):
+    out = []
+    for t in tables:
+        widths = [max(len(r[i]) for r in [t.headers] + t.rows) for i in range(len(t.headers))]
+        out.append("")
+        out.append(t.title)
+        for row in [t.headers] + t.rows:
+            if len(row) > 1 and row[1].startswith("FAILED"):
+                out.append(f"{row[0]:<{widths[0]}}  {row[1]}")
+                continue
+            out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if t.notes:
+            out += [""] + t.notes
+    return "\n".join(out) + "\n"
+
+
+def _md_cell(text):
+    return text.replace("|", "\\|").replace("*", "\\*")
+
+
+def render_markdown(tables):
+    out = []
+    for t in tables:
+        out += ["", f"**{t.title}**", ""]
+        out.append("| " + " | ".join(_md_cell(h) for h in t.headers) + " |")
+        out.append("| " + " | ".join(["---"] + ["---:"] * (len(t.headers) - 1)) + " |")
+        out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+        for note in t.notes:
+            out += ["", _md_cell(note)]
+    return "\n".join(out).lstrip("\n") + "\n"
