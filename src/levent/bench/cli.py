@@ -329,7 +329,9 @@ def plan(args, cfg, toolchain, loadgen_error):
     return echo_plan, loop_plan, workloads
 
 
-def run(args, out=sys.stdout):
+def run(args, out=None):
+    """Runs the benchmark ``args`` describe, printing to ``out`` (stdout); returns the exit status."""
+    out = out or sys.stdout
     cfg = settings(args)
     if cfg["duration"] <= 0 or cfg["warmup"] < 0 or cfg["repeats"] < 1:
         raise SystemExit("--duration must be > 0, --warmup >= 0, --repeats >= 1")
@@ -473,11 +475,12 @@ def default_plot_path():
 
 def plot_data(report):
     m, v = report["machine"], report["versions"]
+    repeats = report["settings"]["repeats"]
     contenders = [{"name": n, "label": i["label"]} for n, i in report["echo"]["contenders"].items() if not i["skipped"]]
     return {
         "title": "levent bench: TCP echo on 127.0.0.1",
         "subtitle": (f"{m['platform']}, {m['cpus']} CPUs, {v['python']}, libevent {v.get('libevent')},"
-                     f" {report['date'][:10]} (--{report['profile']}, {report['settings']['repeats']} repeats)"),
+                     f" {report['date'][:10]} (--{report['profile']}, {repeats} repeat{'s' if repeats != 1 else ''})"),
         "contenders": contenders,
         "cells": [{"size": c["size"], "conns": c["conns"], "results": c["summaries"]} for c in report["echo"]["cells"]],
     }
