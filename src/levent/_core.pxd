@@ -54,6 +54,13 @@ cdef class EventBase:
     cdef bint _calls_ev_ready
     cdef bint _calls_ev_added
     cdef double _armed_when
+    # call_soon's FIFO, run a batch (the whole list, swapped for an empty one) per loop iteration by
+    # _soon_ev. _soon_armed: _soon_ev is pending or active, or its callback runs (and re-arms it if
+    # calls are left), so a new call need not wake it.
+    cdef list _soon
+    cdef event _soon_ev
+    cdef bint _soon_ev_ready
+    cdef bint _soon_armed
     # Set by loopbreak(), cleared when loop() starts: stops a batch of calls.
     cdef bint _break_requested
     # Counts the callbacks levent ran: tells loop() whether a non-blocking pass found work.
@@ -81,9 +88,15 @@ cdef class EventBase:
     cdef int _compact_calls(self) except -1
     cdef int _open_calls_event(self) except -1
     cdef int _close_calls_event(self) except -1
+    cdef int _arm_soon(self, bint next_iteration) except -1
+    cdef int _run_soon(self) except -1
+    cdef int _clear_soon(self) except -1
+    cdef int _close_soon_event(self) except -1
 
 
 cdef class Call:
+    # The base whose heap holds the call, for cancel()'s accounting; None for a call_soon call, which
+    # the heap's counts must not see.
     cdef EventBase _base
     cdef object _callback
     cdef tuple _args

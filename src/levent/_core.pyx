@@ -445,6 +445,22 @@ cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
         base._stop_with(exc)
 
 
+cdef void _soon_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+    # The base owns this event and deletes it before it dies, so arg is alive.
+    cdef EventBase base = <EventBase>arg
+    base._dispatched += 1
+    try:
+        base._run_soon()
+    except BaseException as exc:
+        base._stop_with(exc)
+    base._soon_armed = False
+    if base._soon:
+        try:
+            base._arm_soon(True)
+        except BaseException as exc:
+            base._stop_with(exc)
+
+
 # ---------------------------------------------------------------------------------------------------
 
 @cython.no_gc_clear   # __dealloc__ needs the wakeup sockets; _base_clear breaks cycles with events
@@ -479,6 +495,8 @@ cdef class EventBase:
         self._timerfd = -1
         self._calls_ev_ready = self._calls_ev_added = False
         self._armed_when = INFINITY
+        self._soon = []
+        self._soon_ev_ready = self._soon_armed = False
         self._break_requested = False
         self._dispatched = 0
 
@@ -574,6 +592,8 @@ cdef class EventBase:
             self._clear_calls()
             self._close_calls_event()
             self._close_handles()
+            self._clear_soon()
+            self._close_soon_event()
             self._close_wakeup()
             self._close_sigcheck()
             event_base_free(self._base)
@@ -1059,6 +1079,98 @@ cdef class EventBase:
         self._armed_when = INFINITY
         return 0
 
+    # -- call_soon ----------------------------------------------------------------------------------
+
+    def call_soon(self, callback, *args):
+        """Call ``callback(*args)`` once, as soon as possible; returns a :class:`Call`, whose ``cancel()``
+        cancels it. Like asyncio's ``loop.call_soon``, without a contextvars context.
+
+        Calls run in the order they were scheduled, in batches, one batch per loop iteration: what a
+        call schedules waits for the next batch, which runs after the loop has polled for I/O again,
+        so a callback that keeps rescheduling itself does not starve I/O. Calls scheduled elsewhere
+        (an Event callback, before loop(), another thread) join the next batch to start, in this loop
+        iteration or the next. An exception or loopbreak() in a call stops the batch; the rest of it
+        runs, in order, at the next loop(). ``loop(once=True)`` runs one iteration, so it leaves what a
+        batch schedules for the next. Closing the base cancels the calls still queued.
+
+        Safe from another thread, as call_later() is: it wakes the loop.
+        """
+        self._ensure_open()
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        cdef Call call = Call.__new__(Call)     # _base None: not on the heap
+        call._callback = callback
+        call._args = args
+        call._when = _precise_now()
+        self._soon.append(call)
+        if not self._soon_armed:
+            self._arm_soon(False)
+        return call
+
+    cdef int _arm_soon(self, bint next_iteration) except -1:
+        """Make _soon_ev run the queue: at once (event_active), or, for what a batch left, in the next
+        loop iteration, once libevent has polled for I/O. event_active() from its own callback would
+        run it again in the same pass over the active events (libevent takes them until none is left),
+        starving I/O; a zero timeout is activated in the next iteration, and costs no system call."""
+        cdef timeval zero
+        if not self._soon_ev_ready:
+            event_assign(&self._soon_ev, self._base, -1, 0, _soon_callback, <void *>self)
+            self._soon_ev_ready = True
+        if next_iteration:
+            zero.tv_sec = zero.tv_usec = 0
+            if event_add(&self._soon_ev, &zero) != 0:
+                raise _libevent_error("event_add(call_soon)")
+        else:
+            event_active(&self._soon_ev, EV_TIMEOUT, 1)
+        self._soon_armed = True
+        return 0
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int _run_soon(self) except -1:
+        """Run the queued calls, while a new queue takes what they schedule; stop at loopbreak() or an
+        exception (the rest go back to the front of the queue)."""
+        cdef list batch = self._soon
+        cdef Py_ssize_t i, n = len(batch)
+        cdef Call call
+        cdef tuple args
+        self._soon = []
+        for i in range(n):
+            if self._break_requested or self._exc is not None:
+                self._soon = batch[i:] + self._soon
+                break
+            call = <Call>batch[i]
+            if call._cancelled:
+                continue
+            call._done = True
+            callback, args = call._callback, call._args
+            call._callback = None
+            call._args = ()
+            try:
+                callback(*args)
+            except BaseException as exc:
+                self._stop_with(exc)
+        return 0
+
+    cdef int _clear_soon(self) except -1:
+        """Cancel every queued call (closing the base), and any a finalizer queues meanwhile."""
+        cdef list queue
+        while self._soon:
+            queue = self._soon
+            self._soon = []
+            for call in queue:
+                (<Call>call)._cancelled = True
+                (<Call>call)._callback = None
+                (<Call>call)._args = ()
+        return 0
+
+    cdef int _close_soon_event(self) except -1:
+        if self._soon_ev_ready:
+            event_del(&self._soon_ev)
+            event_debug_unassign(&self._soon_ev)
+        self._soon_ev_ready = self._soon_armed = False
+        return 0
+
     # -- time ---------------------------------------------------------------------------------------
 
     def cached_time(self):
@@ -1166,6 +1278,8 @@ cdef class EventBase:
         self._clear_calls()
         self._close_calls_event()
         self._close_handles()
+        self._clear_soon()
+        self._close_soon_event()
         self._close_wakeup()
         self._close_sigcheck()
         event_base_free(self._base)
@@ -1223,8 +1337,9 @@ cdef int _base_clear(PyObject *o) noexcept:
         (<Handle>handle)._release()
     try:
         (<EventBase>o)._clear_calls()
+        (<EventBase>o)._clear_soon()
     except BaseException:
-        pass    # tp_clear cannot fail; _clear_calls only raises on a broken invariant
+        pass    # tp_clear cannot fail; these only raise on a broken invariant
     return 0
 
 
@@ -1650,15 +1765,17 @@ cdef class Signal(Event):
 
 @cython.freelist(256)
 cdef class Call:
-    """A call scheduled with :meth:`EventBase.call_later` or :meth:`EventBase.call_at`, like asyncio's
-    TimerHandle: ``cancel()`` it before it runs. The base keeps it until it has run or was cancelled."""
+    """A call scheduled with :meth:`EventBase.call_soon`, :meth:`EventBase.call_later` or
+    :meth:`EventBase.call_at`, like asyncio's Handle and TimerHandle: ``cancel()`` it before it runs.
+    The base keeps it until it has run or was cancelled."""
 
     def __init__(self):
-        raise TypeError("Call objects are made by EventBase.call_later() and EventBase.call_at()")
+        raise TypeError("Call objects are made by EventBase.call_soon(), call_later() and call_at()")
 
     @property
     def when(self):
-        """When it is due, in seconds on the ``time.monotonic()`` clock."""
+        """When it is due, in seconds on the ``time.monotonic()`` clock; for a call_soon call, when it
+        was scheduled (it is due at once)."""
         return self._when
 
     @property
@@ -1680,7 +1797,7 @@ cdef class Call:
         self._args = ()
         cdef EventBase base = self._base
         if base is None or base._ncalls == 0:
-            return
+            return      # a call_soon call (its batch skips it), or a closed base
         base._ncancelled += 1
         if base._ncancelled > 64 and 2 * base._ncancelled > base._ncalls:
             # Mostly cancelled (long timeouts that did not fire): compact, as asyncio does.
