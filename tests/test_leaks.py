@@ -89,6 +89,51 @@ def test_timer_cycles_do_not_leak(backend):
     assert elapsed < TIME_BUDGET, f"{elapsed:.1f} s"
 
 
+def test_call_soon_cycles_do_not_leak(base):
+    # Chains, cancels, and a batch stopped by an exception whose rest runs at the next loop().
+    class Boom(Exception):
+        pass
+
+    fired = [0]
+
+    def cb(arg, n):
+        fired[0] += 1
+        if n:
+            base.call_soon(cb, arg, n - 1)
+
+    def boom(arg):
+        raise Boom(arg)
+
+    arg = Arg()
+
+    def rounds(n):
+        for _ in range(n // BATCH):
+            for _ in range(BATCH):
+                base.call_soon(cb, arg, 2)
+                base.call_soon(cb, arg, 0).cancel()
+            base.call_soon(boom, arg)
+            base.call_soon(cb, arg, 0)
+            try:
+                base.loop()
+            except Boom:
+                pass
+            else:
+                raise AssertionError("loop() did not raise")
+            assert base.loop() is True
+
+    t0 = time.monotonic()
+    rounds(N // 5)
+    before = _snapshot(cb, arg)
+    fired[0] = 0
+    rounds(N)
+    after = _snapshot(cb, arg)
+    elapsed = time.monotonic() - t0
+    assert fired[0] == (N // BATCH) * (3 * BATCH + 1)
+    assert base.num_events() == 0
+    _check(before, after, "call_soon cycles")
+    assert elapsed < TIME_BUDGET, f"{elapsed:.1f} s"
+
+
 def test_read_event_cycles_do_not_leak(backend):
     fired = [0]
 
