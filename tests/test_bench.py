@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from levent.bench import cli, echo, loops, procs
+from levent.bench import cli, echo, loops, procs, registry
 
 from conftest import wait_until
 
@@ -206,6 +206,15 @@ def test_a_run_reports_a_failed_contender_and_leaves_no_process(broken_contender
     for key in ("machine", "versions", "settings", "load_before", "date"):
         assert report[key]
 
+    # The saved results render again, without running anything: the README's tables come from there.
+    md = tmp_path / "r.md"
+    args = cli.build_parser().parse_args(["--render", str(out_json), "--markdown", str(md),
+                                          "--plot", str(tmp_path / "again.svg")])
+    assert cli.run(args) == 0
+    assert "| C libevent, recv/send (ceiling) |" in md.read_text()
+    assert "FAILED: server did not start" in capsys.readouterr().out
+    assert (tmp_path / "again.svg").exists()
+
 
 def test_loop_workloads_run_and_levent_never_fires_a_timer_early(tmp_path, capsys):
     out_json = tmp_path / "r.json"
@@ -289,3 +298,17 @@ def test_ctrl_c_stops_every_process_the_benchmark_started(child_env, tmp_path):
     assert bench.returncode == 130, err.decode()
     assert b"interrupted" in err
     assert seen and not any(pid_alive(pid) for pid in seen), f"left running: {[p for p in seen if pid_alive(p)]}"
+
+
+def test_a_loop_that_cannot_import_is_skipped_with_the_reason(monkeypatch):
+    monkeypatch.setitem(registry.LOOPS, "nosuchloop", registry.Loop(
+        "nosuchloop", "a loop not installed", "nosuchloop:new_event_loop", "nosuchloop", install="; pip install it"))
+    why = registry.missing("nosuchloop")
+    assert why.startswith("nosuchloop is not importable (ModuleNotFoundError") and why.endswith("; pip install it")
+    assert registry.missing("asyncio") is None
+
+
+def test_every_asyncio_loop_has_protocol_and_streams_servers():
+    names = {c.name for c in echo.CONTENDERS}
+    for name, loop in registry.LOOPS.items():
+        assert ({f"{name}-protocol", f"{name}-streams"} <= names) == loop.asyncio

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from . import echo, loops, procs, tables
+from . import echo, loops, procs, registry, tables
 
 PROFILES = {
     # --quick: under a minute, the README's main job. --full: every cell, for the README's table.
@@ -37,12 +37,6 @@ PROFILES = {
                  loop_repeats=3, loop_n={"call_soon_batch": 300_000, "call_soon_chain": 300_000,
                                          "call_later": 200_000, "call_later_cancel": 200_000,
                                          "timer_lateness": 2000, "pingpong": 100_000}),
-}
-LOOP_LABELS = {
-    "levent": "levent raw API (EventBase)",
-    "asyncio": "asyncio",
-    "uvloop": "uvloop",
-    "selectors": "pure-Python selectors loop",
 }
 WORKER_TIMEOUT = 60.0  # seconds a timer/callback worker may run
 SEED = 20240601
@@ -117,13 +111,13 @@ def parse_only(text):
             if name == token or name.startswith(token + "-"):
                 wanted["echo"].add(name)
                 hit = True
-        if token in loops.LOOPS:
+        if token in registry.LOOPS:
             wanted["loops"].add(token)
             hit = True
         if not hit:
             raise argparse.ArgumentTypeError(
                 f"--only: unknown name {token!r}; choose from suites {', '.join(SUITES)}; echo contenders "
-                f"{', '.join(echo_names)}; loops {', '.join(loops.LOOPS)}; workloads {', '.join(loops.WORKLOADS)}")
+                f"{', '.join(echo_names)}; loops {', '.join(registry.LOOPS)}; workloads {', '.join(loops.WORKLOADS)}")
     return wanted
 
 
@@ -156,6 +150,8 @@ def build_parser():
     ap.add_argument("--plot", metavar="PATH",
                     help="plot file: .png needs matplotlib (pip install levent[plot]), else .svg "
                          "(default levent-bench.png with matplotlib, else levent-bench.svg)")
+    ap.add_argument("--render", metavar="RESULTS",
+                    help="run nothing: print the tables of a saved results file (and write --markdown, --plot)")
     ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown (for a README)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
     ap.add_argument("--ready-timeout", type=float, default=echo.READY_TIMEOUT, metavar="S",
@@ -223,23 +219,6 @@ def versions(toolchain):
 
 # --------------------------------------------------------------------------------------------------
 # The loop workloads' runner
-
-
-def loop_missing(name):
-    """None when the loop can run in a worker, else why not."""
-    if name == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError as exc:
-            return f"uvloop is not installed ({exc}); pip install levent[bench] adds it"
-    if name == "levent":
-        try:
-            import levent
-        except Exception as exc:
-            return f"levent is not importable: {type(exc).__name__}: {exc}"
-        if not hasattr(levent.EventBase, "call_soon"):
-            return f"this levent ({levent.__version__}) has no EventBase.call_soon"
-    return None
 
 
 def run_loop_worker(workload, loop, n, seed, pinned, timeout=WORKER_TIMEOUT):
@@ -320,10 +299,10 @@ def plan(args, cfg, toolchain, loadgen_error):
             except echo.Skip as exc:
                 echo_plan[c.name] = (None, str(exc))
     if "loops" in suites:
-        for name in loops.LOOPS:
+        for name in registry.LOOPS:
             if only["loops"] and name not in only["loops"]:
                 continue
-            why = loop_missing(name)
+            why = registry.missing(name)
             loop_plan[name] = (None, why) if why else (name, None)
     workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
     return echo_plan, loop_plan, workloads
@@ -332,6 +311,10 @@ def plan(args, cfg, toolchain, loadgen_error):
 def run(args, out=None):
     """Runs the benchmark ``args`` describe, printing to ``out`` (stdout); returns the exit status."""
     out = out or sys.stdout
+    if args.render:
+        with open(args.render) as f:
+            render(json.load(f), args, out)
+        return 0
     cfg = settings(args)
     if cfg["duration"] <= 0 or cfg["warmup"] < 0 or cfg["repeats"] < 1:
         raise SystemExit("--duration must be > 0, --warmup >= 0, --repeats >= 1")
@@ -374,7 +357,7 @@ def _run(args, cfg, bindir, started, out):
             cmd, why = echo_plan[c.name]
             report["echo"]["contenders"][c.name] = {"label": c.label, "style": c.style, "command": cmd, "skipped": why}
     for name, (_, why) in loop_plan.items():
-        report["loops"]["contenders"][name] = {"label": LOOP_LABELS.get(name, name), "skipped": why}
+        report["loops"]["contenders"][name] = {"label": registry.LOOPS[name].label, "skipped": why}
 
     v = report["versions"]
     print(f"levent bench ({report['profile']}): levent {v.get('levent')}, libevent {v.get('libevent')},"
@@ -445,12 +428,19 @@ def _run(args, cfg, bindir, started, out):
         progress.close()
     report["elapsed_s"] = time.monotonic() - started
 
-    results = tables.all_tables(report)
-    out.write(tables.render_text(results))
-    print(f"\ntotal {report['elapsed_s']:.0f} s", file=out)
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
-    print(f"results: {args.json}", file=out)
+    render(report, args, out)
+    print(f"results: {args.json}\ntotal {report['elapsed_s']:.0f} s", file=out)
+    if failed:
+        print("some runs FAILED (see above)", file=out)
+    return 1 if failed else 0
+
+
+def render(report, args, out):
+    """The tables on ``out``, and the Markdown and plot files ``args`` ask for."""
+    results = tables.all_tables(report)
+    out.write(tables.render_text(results))
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(tables.render_markdown(results))
@@ -460,9 +450,6 @@ def _run(args, cfg, bindir, started, out):
 
         path, note = write_plot(args.plot or default_plot_path(), plot_data(report))
         print(f"plot: {path}" + (f" ({note})" if note else ""), file=out)
-    if failed:
-        print("some runs FAILED (see above)", file=out)
-    return 1 if failed else 0
 
 
 def default_plot_path():

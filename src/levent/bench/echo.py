@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from . import procs
+from . import procs, registry
 
 READY_TIMEOUT = 15.0  # seconds for a server to print "ready"
 LOADGEN_SLACK = 30.0  # seconds a loadgen run may exceed warm-up + duration
@@ -132,13 +132,11 @@ def _c_server(source):
     return command
 
 
-def _python_server(name, needs=None):
+def _python_server(name, loop=None):
     def command(_tc):
-        if needs:
-            try:
-                __import__(needs)
-            except ImportError as exc:
-                raise Skip(f"{needs} is not installed ({exc}); pip install levent[bench] adds it")
+        why = loop and registry.missing(loop)
+        if why:
+            raise Skip(why)
         return [sys.executable, "-m", "levent.bench.servers", name, "--port"]
 
     return command
@@ -151,10 +149,11 @@ def _levent_raw(_tc):
 register("c-raw", "C libevent, recv/send (ceiling)", "protocol", _c_server("echo_raw"))
 register("c-bev", "C libevent bufferevent", "protocol", _c_server("echo_bev"))
 register("levent", "levent raw API (Events)", "protocol", _levent_raw)
-register("asyncio-protocol", "asyncio Protocol", "protocol", _python_server("asyncio-protocol"))
-register("asyncio-streams", "asyncio streams", "streams", _python_server("asyncio-streams"))
-register("uvloop-protocol", "uvloop Protocol", "protocol", _python_server("uvloop-protocol", "uvloop"))
-register("uvloop-streams", "uvloop streams", "streams", _python_server("uvloop-streams", "uvloop"))
+for _loop in registry.LOOPS.values():
+    if _loop.asyncio:
+        for _style in ("protocol", "streams"):
+            register(f"{_loop.name}-{_style}", f"{_loop.label} {'Protocol' if _style == 'protocol' else 'streams'}",
+                     _style, _python_server(f"{_loop.name}-{_style}", _loop.name))
 register("selectors", "pure-Python selectors loop", "protocol", _python_server("selectors"))
 
 

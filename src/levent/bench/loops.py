@@ -16,8 +16,9 @@ Workloads (N operations each; wall time from the first call scheduled to the las
   pingpong           a socketpair, one 64-byte message bounced between its ends N times by two
                      reader callbacks (recv/send), in one loop: the cost of an I/O wakeup
 
-Loops: ``levent`` (the raw API: EventBase.call_soon / call_later), ``asyncio`` (its default loop),
-``uvloop`` (when installed), ``selectors`` (:class:`SelectorsLoop`, a minimal pure-Python loop).
+Loops: those of ``levent.bench.registry``: ``levent`` (the raw API: EventBase.call_soon /
+call_later, :class:`LeventLoop`), ``asyncio`` (its default loop), ``uvloop`` (when installed),
+``selectors`` (:class:`SelectorsLoop`, a minimal pure-Python loop).
 """
 import heapq
 import itertools
@@ -28,6 +29,8 @@ import socket
 import sys
 import time
 from collections import deque
+
+from . import registry
 
 WORKLOADS = {
     # name -> (title, unit of one operation)
@@ -111,7 +114,7 @@ class SelectorsLoop:
                     handle.callback(*handle.args)
 
 
-class _LeventLoop:
+class LeventLoop:
     """The raw API behind the interface the workloads use (asyncio's names)."""
 
     def __init__(self):
@@ -140,24 +143,6 @@ class _LeventLoop:
 
     def close(self):
         self.base.close()
-
-
-def _asyncio_loop():
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    loop.set_debug(False)
-    return loop
-
-
-def _uvloop_loop():
-    import uvloop
-
-    return uvloop.new_event_loop()
-
-
-# Loop name -> factory. The asyncio-loop issue adds levent's own.
-LOOPS = {"levent": _LeventLoop, "asyncio": _asyncio_loop, "uvloop": _uvloop_loop, "selectors": SelectorsLoop}
 
 
 def _delays(n, seed, workload):
@@ -267,7 +252,7 @@ def main(argv=None):
         print("usage: python -m levent.bench.loops WORKLOAD LOOP N SEED", file=sys.stderr)
         return 2
     workload, name, n, seed = argv[0], argv[1], int(argv[2]), int(argv[3])
-    loop = LOOPS[name]()
+    loop = registry.new_loop(name)
     try:
         result = run_workload(workload, loop, n, seed)
     finally:

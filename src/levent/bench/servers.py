@@ -1,6 +1,6 @@
 """The Python echo servers of the benchmark, one per contender.
 
-    python -m levent.bench.servers {asyncio,uvloop}-{protocol,streams} --port PORT
+    python -m levent.bench.servers LOOP-{protocol,streams} --port PORT     # LOOP: asyncio, uvloop, ...
     python -m levent.bench.servers selectors --port PORT
 
 Each listens on 127.0.0.1:PORT, prints "ready" on stdout once listening, echoes every byte back,
@@ -19,21 +19,9 @@ import signal
 import socket
 import sys
 
+from . import registry
+
 READ_SIZE = 256 * 1024  # what asyncio's transports read per recv(); every server here uses it
-
-
-def new_asyncio_loop():
-    return asyncio.new_event_loop()
-
-
-def new_uvloop_loop():
-    import uvloop
-
-    return uvloop.new_event_loop()
-
-
-# Loop name -> factory. The asyncio-loop issue adds levent's own.
-LOOPS = {"asyncio": new_asyncio_loop, "uvloop": new_uvloop_loop}
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -148,7 +136,8 @@ def serve_selectors(port):
     sel.close()
 
 
-SERVERS = ["selectors"] + [f"{loop}-{style}" for loop in LOOPS for style in ("protocol", "streams")]
+SERVERS = ["selectors"] + [f"{name}-{style}" for name, loop in registry.LOOPS.items() if loop.asyncio
+                           for style in ("protocol", "streams")]
 
 
 def main(argv=None):
@@ -160,7 +149,7 @@ def main(argv=None):
         serve_selectors(args.port)
         return 0
     loop_name, _, style = args.server.rpartition("-")
-    loop = LOOPS[loop_name]()
+    loop = registry.new_loop(loop_name)
     try:
         loop.run_until_complete(serve_asyncio(style, args.port))
     finally:

@@ -80,22 +80,15 @@ def echo_tables(report):
                   f"{s['other_util_max']:.0%}{noise}")
         tables.append(t)
     if len(cells) > 1:
-        cpu = Table("server CPU us per echo (x asyncio of the same style)", ["contender"] + [
-            cell_title(c["size"], c["conns"]) for c in cells])
-        rate = Table("req/s", ["contender"] + [cell_title(c["size"], c["conns"]) for c in cells])
-        for name, info in _running(contenders):
-            cpu_row, rate_row = [info["label"]], [info["label"]]
-            for cell in cells:
-                s = cell["summaries"].get(name)
-                if s is None:
-                    cpu_row.append("failed")
-                    rate_row.append("failed")
-                    continue
-                vs_asyncio, _ = echo_ratios(report, name, cell["summaries"])
-                cpu_row.append(f"{s['cpu_us_per_echo']:.2f} ({fmt_ratio(vs_asyncio)})")
-                rate_row.append(fmt_rate(s["req_s"]))
-            cpu.add(*cpu_row)
-            rate.add(*rate_row)
+        # One row per cell, one column per contender: narrow enough for a terminal.
+        running = _running(contenders)
+        cpu = Table("overview: server CPU us per echo (lower is better)", ["cell"] + [n for n, _ in running])
+        rate = Table("overview: req/s (higher is better)", ["cell"] + [n for n, _ in running])
+        for cell in cells:
+            found = [cell["summaries"].get(name) for name, _ in running]
+            title = cell_title(cell["size"], cell["conns"])
+            cpu.add(title, *(f"{s['cpu_us_per_echo']:.2f}" if s else "failed" for s in found))
+            rate.add(title, *(fmt_rate(s["req_s"]) if s else "failed" for s in found))
         tables += [cpu, rate]
     notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats. x asyncio: how many times"
              " less CPU than asyncio of the same style (Protocol or streams). x C: CPU relative to the C ceiling"
