@@ -21,6 +21,7 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +52,8 @@ class Progress:
     """A progress bar on stderr, weighted by each step's expected seconds; plain lines when stderr is
     not a terminal."""
 
-    def __init__(self, weights, stream=sys.stderr):
+    def __init__(self, weights, stream=None):
+        stream = stream or sys.stderr
         self.total = sum(weights) or 1.0
         self.done = 0.0
         self.count = len(weights)
@@ -234,7 +236,7 @@ def run_loop_worker(workload, loop, n, seed, pinned, timeout=WORKER_TIMEOUT):
         line = procs.LineReader(proc.stdout).readline(time.monotonic() + timeout)
         try:
             status = proc.wait(timeout=5 if line else 0.1)
-        except Exception:
+        except subprocess.TimeoutExpired:
             status = None
         if line is None or not line.startswith("{"):
             if status is None:
@@ -276,8 +278,9 @@ def summarize_loop(runs):
 # The run
 
 
-def plan(args, cfg, toolchain, loadgen_error):
-    """Which echo contenders and loops run: ({name: command or None}, {name: skip reason})."""
+def plan(args, toolchain):
+    """What runs: ({echo contender: (command, None) or (None, why not)}, {loop: likewise}, [workloads],
+    the load generator's path or None)."""
     only = args.only or {"suites": set(), "echo": set(), "loops": set(), "workloads": set()}
     # A suite runs when named, or when one of its contenders or workloads is; nothing named: all.
     suites = set(only["suites"])
@@ -286,8 +289,12 @@ def plan(args, cfg, toolchain, loadgen_error):
     if only["loops"] or only["workloads"]:
         suites.add("loops")
     suites = suites or set(SUITES)
-    echo_plan, loop_plan = {}, {}
+    echo_plan, loop_plan, loadgen = {}, {}, None
     if "echo" in suites:
+        try:
+            loadgen, loadgen_error = toolchain.build("loadgen", ["-lm"]), None
+        except echo.Skip as exc:
+            loadgen_error = str(exc)
         for c in echo.CONTENDERS:
             if only["echo"] and c.name not in only["echo"]:
                 continue
@@ -305,7 +312,7 @@ def plan(args, cfg, toolchain, loadgen_error):
             why = registry.missing(name)
             loop_plan[name] = (None, why) if why else (name, None)
     workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
-    return echo_plan, loop_plan, workloads
+    return echo_plan, loop_plan, workloads, loadgen
 
 
 def run(args, out=None):
@@ -328,12 +335,7 @@ def run(args, out=None):
 
 def _run(args, cfg, bindir, started, out):
     toolchain = echo.Toolchain(bindir)
-    loadgen = loadgen_error = None
-    try:
-        loadgen = toolchain.build("loadgen", ["-lm"])
-    except echo.Skip as exc:
-        loadgen_error = str(exc)
-    echo_plan, loop_plan, workloads = plan(args, cfg, toolchain, loadgen_error)
+    echo_plan, loop_plan, workloads, loadgen = plan(args, toolchain)
     pinned, pin_why = (False, "--no-pin") if args.no_pin else procs.affinity_ok()
     heavy, other_share = procs.busy_processes(0.5)
 
