@@ -228,6 +228,13 @@ def child_env():
     return env
 
 
+def sigint_default():
+    """preexec_fn for a child that must get KeyboardInterrupt on SIGINT: a job started in the
+    background by a non-interactive shell (nohup, some CI runners) inherits SIGINT ignored, and
+    Python installs its SIGINT handler only where SIGINT is not ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(name="child_env")
 def child_env_fixture():
     return child_env()

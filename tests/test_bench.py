@@ -14,7 +14,7 @@ import pytest
 
 from levent.bench import cli, echo, loops, procs, registry
 
-from conftest import wait_until
+from conftest import sigint_default, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def test_ctrl_c_stops_every_process_the_benchmark_started(child_env, tmp_path):
     cmd = [sys.executable, "-m", "levent", "bench", "--only", "c-raw,levent", "--sizes", "64", "--conns", "2",
            "--duration", "5", "--repeats", "5", "--no-pin", "--json", str(tmp_path / "r.json")]
     bench = subprocess.Popen(cmd, env=child_env, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_default)
     seen = set()
     try:
         def servers_running():

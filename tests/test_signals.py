@@ -13,6 +13,8 @@ import pytest
 import levent
 from levent import Event, EventBase, Signal, Timer
 
+from conftest import sigint_default
+
 pytestmark = pytest.mark.usefixtures("restore_signals")
 
 SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
@@ -192,7 +194,8 @@ RESTORE_CHILD = textwrap.dedent("""
 def test_previous_disposition_restored(backend, child_env, previous):
     # In a child: if the old disposition were not restored, SIGINT/SIGHUP would kill the process.
     proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", RESTORE_CHILD, backend,
-                           previous], env=child_env, capture_output=True, text=True, timeout=60)
+                           previous], env=child_env, capture_output=True, text=True, timeout=60,
+                          preexec_fn=sigint_default)
     assert proc.returncode == 0, f"exit status {proc.returncode}; stderr:\n{proc.stderr}"
     expected = "KeyboardInterrupt" if previous == "default_int_handler" else "survived"
     assert proc.stdout.strip() == expected, (proc.stdout, proc.stderr)
@@ -338,7 +341,7 @@ def test_ctrl_c_interrupts_waiting_loop(child_backend, child_env):
     if child_backend not in levent.supported_methods():
         pytest.skip(f"{child_backend} is not supported by this libevent")
     proc = subprocess.Popen([sys.executable, "-c", CTRL_C_CHILD, child_backend], env=child_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         line = _read_line(proc, 30)
         assert line == "ready\n", f"child did not start: {line!r}"
