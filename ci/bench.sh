@@ -4,7 +4,7 @@
 # callback workloads; a table in the terminal, levent-bench.json and a plot.
 #
 #   bash ci/bench.sh            # --quick (under a minute once installed)
-#   bash ci/bench.sh --full     # every cell, 3 repeats (about 12 minutes on 2 cores)
+#   bash ci/bench.sh --full     # every cell, 3 repeats (about 10 minutes on 2 cores)
 #   bash ci/bench.sh ARGS...    # any arguments of python -m levent bench (see --help)
 #
 # Same setup as ci/test.sh (system packages when missing, fresh venv, non-editable pip install),

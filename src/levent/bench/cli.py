@@ -134,13 +134,15 @@ def int_list(text):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="python -m levent bench", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m levent bench",
+                                 description="levent's benchmark suite (also the levent-bench command): levent"
+                                             " against the loops people compare it with.",
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     profile = ap.add_mutually_exclusive_group()
     profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
                          help="the default: 1 KiB and 100 KiB x 10 connections, 1 repeat, small loop workloads (under a minute)")
     profile.add_argument("--full", dest="profile", action="store_const", const="full",
-                         help="64 B, 1 KiB, 16 KiB, 100 KiB x 1, 10, 100 connections, 3 repeats (about 12 minutes on 2 cores)")
+                         help="64 B, 1 KiB, 16 KiB, 100 KiB x 1, 10, 100 connections, 3 repeats (about 10 minutes on 2 cores)")
     ap.add_argument("--only", type=parse_only, metavar="NAMES",
                     help="comma-separated suites (echo, loops), contenders, loops or workloads to run")
     ap.add_argument("--sizes", type=int_list, metavar="BYTES,...", help="echo message sizes")
