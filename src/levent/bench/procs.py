@@ -25,14 +25,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PF_KTHREAD = 0x00200000
 
 
-def _die_with_parent():
-    """In the child before exec: SIGTERM it if the harness dies without cleaning up."""
-    try:
-        import ctypes
+def _child_setup():
+    """In the child before exec: SIGINT unblocked again (see spawn), and SIGTERM if the harness dies
+    without cleaning up, even by SIGKILL (Linux: PR_SET_PDEATHSIG)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
 
 
 def python_env():
@@ -44,15 +48,26 @@ def python_env():
 
 
 def spawn(cmd, **kwargs):
-    """Popen with stdout piped, stdin closed, tracked in LIVE until :func:`stop`."""
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=preexec, **kwargs)
-    LIVE[proc.pid] = proc
+    """Popen with stdout piped, stdin closed, tracked in LIVE until :func:`stop`.
+
+    SIGINT is blocked while Popen forks and waits for the exec: a Ctrl-C there would raise out of
+    Popen with the child running and unknown to LIVE. It arrives once the child is tracked."""
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, preexec_fn=_child_setup,
+                                **kwargs)
+        LIVE[proc.pid] = proc
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     return proc
 
 
 def stop(proc, timeout=STOP_TIMEOUT):
-    """SIGTERM to proc's PID, SIGKILL after ``timeout`` s; reaps it. Returns its exit status."""
+    """SIGTERM to proc's PID, SIGKILL after ``timeout`` s; reaps it. Returns its exit status.
+    Interrupted (Ctrl-C), the process stays in LIVE for :func:`stop_all`."""
     try:
         if proc.poll() is None:
             try:
@@ -62,15 +77,24 @@ def stop(proc, timeout=STOP_TIMEOUT):
                 proc.kill()
                 proc.wait()
     finally:
-        LIVE.pop(proc.pid, None)
-        if proc.stdout:
-            proc.stdout.close()
+        if proc.returncode is not None:
+            LIVE.pop(proc.pid, None)
+            if proc.stdout:
+                proc.stdout.close()
     return proc.returncode
 
 
 def stop_all():
-    for proc in list(LIVE.values()):
-        stop(proc)
+    """Stops every process still in LIVE; a second Ctrl-C meanwhile SIGKILLs the rest at once."""
+    try:
+        for proc in list(LIVE.values()):
+            stop(proc)
+    except KeyboardInterrupt:
+        for proc in list(LIVE.values()):
+            proc.kill()
+            proc.wait()
+            LIVE.pop(proc.pid, None)
+        raise
 
 
 class LineReader:
