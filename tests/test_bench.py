@@ -276,18 +276,34 @@ def descendants(root):
     return found
 
 
-def test_ctrl_c_stops_every_process_the_benchmark_started(child_env, tmp_path):
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("when", ["compiling", "serving"])
+def test_ctrl_c_stops_every_process_the_benchmark_started(child_env, tmp_path, when):
+    # compiling: SIGINT while cc (and its own children) build the C programs; serving: while a
+    # server and the load generator run.
     cmd = [sys.executable, "-m", "levent", "bench", "--only", "c-raw,levent", "--sizes", "64", "--conns", "2",
            "--duration", "5", "--repeats", "5", "--no-pin", "--json", str(tmp_path / "r.json")]
     bench = subprocess.Popen(cmd, env=child_env, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_default)
     seen = set()
     try:
-        def servers_running():
-            seen.update(descendants(bench.pid))
-            return len(descendants(bench.pid)) >= 2 or bench.poll() is not None  # a server and the loadgen
+        def ready():
+            found = descendants(bench.pid)
+            seen.update(found)
+            if bench.poll() is not None:
+                return True
+            if when == "compiling":
+                return any(" -O2 " in cmdline(pid) for pid in found)
+            return any("loadgen" in cmdline(pid) for pid in found)
 
-        assert wait_until(servers_running, 60, 0.05) and bench.poll() is None, bench.stderr.read()
+        assert wait_until(ready, 60, 0.002) and bench.poll() is None, bench.stderr.read()
         seen.update(descendants(bench.pid))
         bench.send_signal(signal.SIGINT)
         out, err = bench.communicate(timeout=30)
@@ -297,7 +313,8 @@ def test_ctrl_c_stops_every_process_the_benchmark_started(child_env, tmp_path):
             bench.wait()
     assert bench.returncode == 130, err.decode()
     assert b"interrupted" in err
-    assert seen and not any(pid_alive(pid) for pid in seen), f"left running: {[p for p in seen if pid_alive(p)]}"
+    assert seen and not any(pid_alive(pid) for pid in seen), \
+        f"left running: {[(p, cmdline(p)) for p in seen if pid_alive(p)]}"
 
 
 def test_a_loop_that_cannot_import_is_skipped_with_the_reason(monkeypatch):

@@ -117,11 +117,11 @@ class Toolchain:
         out = os.path.join(self.bindir, name)
         cmd = [self.cc, "-O2", "-Wall", "-o", out, os.path.join(self.src, name + ".c"), *flags]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            status, _, err = procs.run_to_end(cmd, 120)
         except subprocess.TimeoutExpired:
             raise Skip(f"{shlex.join(cmd)} ran for more than 120 s")
-        if proc.returncode != 0:
-            raise Skip(f"{shlex.join(cmd)} failed: {(proc.stderr.strip() or 'no output').splitlines()[-1]}")
+        if status != 0:
+            raise Skip(f"{shlex.join(cmd)} failed: {(err.strip() or 'no output').splitlines()[-1]}")
         return out
 
 

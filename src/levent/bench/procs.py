@@ -97,6 +97,27 @@ def stop_all():
         raise
 
 
+def run_to_end(cmd, timeout):
+    """Runs a helper command (the compiler) to its end: (exit status, stdout, stderr) as text.
+
+    It runs in a process group of its own, killed whole on timeout or Ctrl-C: cc's own children
+    (cc1, as, ld) must not outlive the harness. Raises subprocess.TimeoutExpired after ``timeout``."""
+    proc = spawn(cmd, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise
+    finally:
+        if proc.returncode is not None:
+            LIVE.pop(proc.pid, None)
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
 class LineReader:
     """Lines from a pipe with a deadline (select + os.read: no buffering surprises)."""
 
