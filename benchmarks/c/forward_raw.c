@@ -33,7 +33,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#define BUF_SIZE 65536
+#define BUF_SIZE (256 * 1024)  /* as levent.proxy's events engine reads */
 
 struct conn;
 

@@ -1,5 +1,5 @@
-"""``python -m levent``: the examples (hello, echo), the benchmark suite (bench) and what a bug
-report needs (info)."""
+"""``python -m levent``: the examples (hello, echo), a TCP proxy (proxy), the benchmark suite (bench)
+and what a bug report needs (info)."""
 import argparse
 import sys
 
@@ -10,6 +10,10 @@ def main(argv=None):
         from levent.bench.cli import main as bench
 
         return bench(argv[1:])
+    if argv[:1] == ["proxy"]:  # its own parser too: python -m levent proxy --help
+        from levent.proxy import main as proxy
+
+        return proxy(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m levent", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, port, text in (("hello", 9995, "libevent's hello-world: greet each connection, close it"),
@@ -21,6 +25,7 @@ def main(argv=None):
             sub.add_argument("--mode", choices=("events", "bufferevent"), default="events",
                              help="events: an Event per connection with recv_into/send (the fastest); "
                                   "bufferevent: libevent's bufferevent echo")
+    commands.add_parser("proxy", help="a TCP proxy: --listen HOST:PORT --upstream HOST:PORT (see proxy --help)")
     commands.add_parser("bench", help="the benchmark suite against asyncio, uvloop and C (see bench --help)")
     commands.add_parser("info", help="levent's and libevent's versions and backends")
     args = parser.parse_args(argv)
