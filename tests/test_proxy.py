@@ -1,0 +1,467 @@
+"""levent.proxy: real sockets on 127.0.0.1, both engines, every wait bounded.
+
+In-process tests run the proxy's loop in a thread (stopped with loopbreak()) and talk to it with
+blocking sockets that time out; upstream servers are threads too. The memory and signal tests run
+``python -m levent proxy`` in a subprocess.
+"""
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import levent
+from levent.proxy import Counters, Proxy
+
+from conftest import sigint_default, wait_until
+
+TIMEOUT = 10.0
+MODES = ["events", "bufferevent"]
+
+
+class Upstream:
+    """A listening socket on 127.0.0.1 whose connections each run ``handler(sock)`` in a thread."""
+
+    def __init__(self, handler, backlog=16):
+        self.handler = handler
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+        self.sock.settimeout(TIMEOUT)
+        self.address = self.sock.getsockname()
+        self.errors = []
+        self.threads = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(TIMEOUT)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn):
+        with conn:
+            try:
+                self.handler(conn)
+            except BaseException as exc:
+                self.errors.append(exc)
+
+    def close(self):
+        self.sock.close()
+        for t in self.threads:
+            t.join(TIMEOUT)
+        if self.errors:
+            raise self.errors[0]
+
+
+def echo(conn):
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+class RunningProxy:
+    """A Proxy whose loop runs in a thread; stop() breaks it and re-raises what the loop raised."""
+
+    def __init__(self, upstream, **kwargs):
+        self.base = levent.EventBase()
+        self.proxy = Proxy(self.base, upstream=upstream, **kwargs).start()
+        self.address = self.proxy.address[:2]
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self.base.loop()
+        except BaseException as exc:
+            self.error = exc
+
+    def connect(self):
+        sock = socket.create_connection(self.address, timeout=TIMEOUT)
+        return sock
+
+    def stop(self):
+        """Stop the loop and close everything; raises (once) what the loop raised."""
+        if self.base.closed:
+            return
+        self.base.loopbreak()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "the proxy's loop did not stop"
+        self.proxy.close()
+        self.base.close()
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+
+@pytest.fixture
+def servers():
+    """Make Upstreams and RunningProxies; all are stopped after the test."""
+    made = []
+
+    def upstream(handler=echo, **kwargs):
+        made.append(Upstream(handler, **kwargs))
+        return made[-1]
+
+    def proxy(upstream_address, **kwargs):
+        made.append(RunningProxy(upstream_address, **kwargs))
+        return made[-1]
+
+    servers.upstream, servers.proxy = upstream, proxy
+    try:
+        yield servers
+    finally:
+        errors = []
+        for s in reversed(made):
+            try:
+                s.close() if isinstance(s, Upstream) else s.stop()
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def recv_all(sock):
+    chunks = []
+    while chunk := sock.recv(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_plain_round_trip_and_half_close(servers, mode):
+    up = servers.upstream()
+    px = servers.proxy(up.address, mode=mode)
+    assert px.proxy.mode == mode
+    with px.connect() as c:
+        c.sendall(b"hello")
+        assert c.recv(100) == b"hello"
+        c.sendall(b" world")
+        c.shutdown(socket.SHUT_WR)      # the echo sees EOF only if the proxy passes it on
+        assert recv_all(c) == b" world"
+    assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+    counters = px.proxy.counters
+    assert counters == Counters(accepted=1, active=0, failed=0, idle_closed=0, bytes_up=11, bytes_down=11)
+
+
+def test_auto_mode_picks_events_for_plain_tcp_only():
+    with levent.EventBase() as base:
+        assert Proxy(base, upstream=("127.0.0.1", 1)).mode == "events"
+        assert Proxy(base, upstream=("127.0.0.1", 1), transform_up=xor).mode == "bufferevent"
+        with pytest.raises(ValueError, match="plain TCP only"):
+            Proxy(base, upstream=("127.0.0.1", 1), transform_up=xor, mode="events")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_50_mib_each_way_concurrently(servers, mode):
+    size = 50 << 20
+    up_data, down_data = os.urandom(size), os.urandom(size)
+    received_up = {}
+
+    def sink_and_source(conn):
+        sender = threading.Thread(target=lambda: (conn.sendall(down_data), conn.shutdown(socket.SHUT_WR)))
+        sender.start()
+        digest = hashlib.sha256()
+        while chunk := conn.recv(1 << 20):
+            digest.update(chunk)
+        received_up["sha256"] = digest.hexdigest()
+        sender.join(TIMEOUT)
+
+    up = servers.upstream(sink_and_source)
+    px = servers.proxy(up.address, mode=mode)
+    with px.connect() as c:
+        c.settimeout(30)
+        sender = threading.Thread(target=lambda: (c.sendall(up_data), c.shutdown(socket.SHUT_WR)))
+        sender.start()
+        got = hashlib.sha256()
+        while chunk := c.recv(1 << 20):
+            got.update(chunk)
+        sender.join(30)
+    assert got.hexdigest() == hashlib.sha256(down_data).hexdigest()
+    assert wait_until(lambda: "sha256" in received_up, TIMEOUT)
+    assert received_up["sha256"] == hashlib.sha256(up_data).hexdigest()
+    assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+    assert (px.proxy.counters.bytes_up, px.proxy.counters.bytes_down) == (size, size)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unreachable_upstream_closes_the_client_and_logs_why(servers, mode, caplog):
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        dead = s.getsockname()      # nothing listens there once closed
+    px = servers.proxy(dead, mode=mode)
+    with caplog.at_level(logging.WARNING, logger="levent.proxy"), px.connect() as c:
+        try:
+            assert c.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    assert wait_until(lambda: px.proxy.counters.failed == 1 and px.proxy.connections == 0, TIMEOUT)
+    assert any("cannot reach upstream" in r.getMessage() and "refused" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def _full_backlog_server():
+    """A listening socket whose accept queue is full: a further connect() to it hangs (Linux drops the
+    SYN), which is how a connect timeout can be provoked on loopback. Returns (server, fillers)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(server.getsockname())
+        fillers.append(f)
+    time.sleep(0.1)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    try:
+        probe.connect(server.getsockname())
+    except (TimeoutError, socket.timeout):
+        return server, fillers
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    server.close()
+    for f in fillers:
+        f.close()
+    pytest.skip("a full accept queue does not make connect() hang here")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_connect_timeout(servers, mode, caplog):
+    server, fillers = _full_backlog_server()
+    try:
+        px = servers.proxy(server.getsockname(), mode=mode, connect_timeout=0.3)
+        with caplog.at_level(logging.WARNING, logger="levent.proxy"), px.connect() as c:
+            started = time.monotonic()
+            try:
+                assert c.recv(100) == b""
+            except ConnectionResetError:
+                pass
+            assert 0.25 < time.monotonic() - started < 5
+        assert wait_until(lambda: px.proxy.counters.failed == 1, TIMEOUT)
+        assert any("no answer within 0.3 s" in r.getMessage() for r in caplog.records)
+    finally:
+        server.close()
+        for f in fillers:
+            f.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_idle_timeout_closes(servers, mode):
+    up = servers.upstream()
+    px = servers.proxy(up.address, mode=mode, idle_timeout=0.4)
+    with px.connect() as c:
+        for _ in range(4):      # busy for longer than the timeout: not idle
+            time.sleep(0.15)
+            c.sendall(b"ping")
+            assert c.recv(100) == b"ping"
+        last_activity = time.monotonic()
+        assert c.recv(100) == b""
+        assert 0.38 < time.monotonic() - last_activity < 3
+    assert px.proxy.counters.idle_closed == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_connections_pauses_accepting(servers, mode):
+    up = servers.upstream()
+    px = servers.proxy(up.address, mode=mode, max_connections=1)
+    first = px.connect()
+    first.sendall(b"one")
+    assert first.recv(100) == b"one"
+    with px.connect() as second:        # lands in the listen backlog
+        second.sendall(b"two")
+        second.settimeout(0.3)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            second.recv(100)
+        second.settimeout(TIMEOUT)
+        first.close()
+        assert second.recv(100) == b"two"
+    assert px.proxy.counters.accepted == 2
+
+
+def xor(data):
+    return bytes(b ^ 0x5A for b in data)
+
+
+class Framer:
+    """A stateful transform: counts the bytes and appends a trailer at EOF."""
+
+    def __init__(self):
+        self.total = 0
+
+    def feed(self, data):
+        self.total += len(data)
+        return data
+
+    def flush(self):
+        return b"<%d>" % self.total
+
+
+def test_transforms_both_ways(servers):
+    seen = []
+
+    def recording_echo(conn):
+        while data := conn.recv(65536):
+            seen.append(data)
+            conn.sendall(data)
+
+    up = servers.upstream(recording_echo)
+    px = servers.proxy(up.address, transform_up=xor, transform_down=xor)
+    message = b"attack at dawn" * 1000
+    with px.connect() as c:
+        c.sendall(message)
+        c.shutdown(socket.SHUT_WR)
+        assert recv_all(c) == message
+    assert b"".join(seen) == xor(message)
+
+
+def test_transform_class_flushes_at_eof(servers):
+    up = servers.upstream()
+    px = servers.proxy(up.address, transform_up=Framer)
+    with px.connect() as c:
+        c.sendall(b"abc")
+        c.shutdown(socket.SHUT_WR)
+        assert recv_all(c) == b"abc<3>"
+
+
+def test_transform_error_comes_out_of_loop(servers):
+    def broken(data):
+        raise ZeroDivisionError("transform failed")
+
+    up = servers.upstream()
+    px = servers.proxy(up.address, transform_up=broken)
+    with px.connect() as c:
+        c.sendall(b"x")
+        assert wait_until(lambda: not px.thread.is_alive(), TIMEOUT)
+    with pytest.raises(ZeroDivisionError, match="transform failed"):
+        px.stop()
+
+
+# -- subprocess tests: python -m levent proxy --------------------------------------------------------
+
+def start_cli(child_env, upstream, *args):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "levent", "proxy", "--listen", "127.0.0.1:0",
+         "--upstream", "%s:%d" % upstream, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env, preexec_fn=sigint_default)
+    line = proc.stdout.readline()
+    if not line.startswith("ready"):
+        proc.kill()
+        raise AssertionError(f"no ready line: {line!r} {proc.stderr.read()}")
+    port = int(line.split()[3].rstrip(",").rsplit(":", 1)[1])
+    return proc, ("127.0.0.1", port)
+
+
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_slow_consumer_keeps_rss_bounded(servers, child_env, mode):
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("no /proc")
+    sent = [0]
+    stop = threading.Event()
+
+    def firehose(conn):
+        chunk = b"x" * (256 * 1024)
+        conn.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                sent[0] += conn.send(chunk)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+
+    up = servers.upstream(firehose)
+    proc, address = start_cli(child_env, up.address, "--mode", mode, "--high-water", "256k")
+    try:
+        baseline = peak = rss(proc.pid)
+        with socket.create_connection(address, timeout=TIMEOUT) as c:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            received = 0
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:      # read 64 KiB every 20 ms: ~3 MiB/s
+                received += len(c.recv(65536))
+                peak = max(peak, rss(proc.pid))
+                time.sleep(0.02)
+            stalled_at = sent[0]
+            time.sleep(0.3)
+            assert sent[0] - stalled_at < 4 << 20, "the upstream was never made to wait"
+            stop.set()
+        growth = peak - baseline
+        # The proxy holds at most about high_water per direction; the sockets' kernel buffers hold more.
+        assert growth < 8 << 20, f"RSS grew by {growth} bytes while the upstream sent {sent[0]}"
+        assert sent[0] > received + (2 << 20)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=TIMEOUT)
+
+
+def test_sigterm_drains_then_prints_counters(servers, child_env):
+    payload = os.urandom(1 << 20)
+
+    def slow_reply(conn):
+        assert conn.recv(100) == b"go"
+        for i in range(0, len(payload), len(payload) // 10):
+            conn.sendall(payload[i:i + len(payload) // 10])
+            time.sleep(0.1)
+
+    up = servers.upstream(slow_reply)
+    proc, address = start_cli(child_env, up.address, "--drain-timeout", "10")
+    try:
+        with socket.create_connection(address, timeout=TIMEOUT) as c:
+            c.sendall(b"go")
+            first = c.recv(65536)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            with pytest.raises(ConnectionRefusedError):     # no longer accepting
+                socket.create_connection(address, timeout=TIMEOUT).close()
+            rest = recv_all(c)
+        assert first + rest == payload
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "SIGTERM: no longer accepting" in out
+    assert f"bytes_up 2, bytes_down {len(payload)}" in out
+    assert "accepted 1, active 0" in out
+
+
+def test_sigterm_aborts_after_the_deadline(servers, child_env):
+    up = servers.upstream()
+    proc, address = start_cli(child_env, up.address, "--drain-timeout", "0.3")
+    try:
+        with socket.create_connection(address, timeout=TIMEOUT) as c:
+            c.sendall(b"hi")
+            assert c.recv(10) == b"hi"
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=TIMEOUT)
+            assert time.monotonic() - started < 5
+            assert c.recv(10) == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "aborting 1 connection(s) still open" in err
+    assert "counters: accepted 1" in out
