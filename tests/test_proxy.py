@@ -353,7 +353,7 @@ def test_transform_error_comes_out_of_loop(servers):
 def start_cli(child_env, upstream, *args):
     proc = subprocess.Popen(
         [sys.executable, "-m", "levent", "proxy", "--listen", "127.0.0.1:0",
-         "--upstream", "%s:%d" % upstream, *args],
+         "--upstream", f"{upstream[0]}:{upstream[1]}", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env, preexec_fn=sigint_default)
     line = proc.stdout.readline()
     if not line.startswith("ready"):

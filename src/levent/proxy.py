@@ -34,6 +34,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, fields
 
 from levent import PERSIST, READ, WRITE, BufferEvent, Event, EventBase, Listener, Signal, recv_into, send
@@ -167,6 +168,9 @@ class Proxy:
         self._on_finished = on_finished
         if self._listener is not None:
             self._listener.close()
+        if self._deadline_call is not None:
+            self._deadline_call.cancel()
+            self._deadline_call = None
         if deadline is not None and self._connections:
             self._deadline_call = self.base.call_later(deadline, self._abort_all)
         self._check_finished()
@@ -247,7 +251,7 @@ class _Connection:
             self._timer.cancel()
             self._timer = None
         if self.proxy.idle_timeout is not None:
-            self._idle_since = self.proxy.base.monotonic()
+            self._idle_since = time.monotonic()
             self._timer = self.proxy.base.call_later(self.proxy.idle_timeout / 4, self._idle_check)
 
     def connect_failed(self, error):
@@ -258,7 +262,7 @@ class _Connection:
         self.abort()
 
     def _idle_check(self):
-        now = self.proxy.base.monotonic()
+        now = time.monotonic()
         if self.moved != self._idle_seen:
             self._idle_seen = self.moved
             self._idle_since = now
@@ -277,22 +281,19 @@ class _Connection:
 
     def abort(self):
         """Close both sides now, dropping anything unsent."""
-        if self.open:
-            self.open = False
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self.release(graceful=False)
-            self.proxy._closed(self)
+        self._close(graceful=False)
 
     def finish(self):
         """Both directions saw EOF and forwarded everything: close both sides."""
+        self._close(graceful=True)
+
+    def _close(self, graceful):
         if self.open:
             self.open = False
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self.release(graceful=True)
+            self.release(graceful)
             self.proxy._closed(self)
 
 
