@@ -251,9 +251,9 @@ def test_only_rejects_an_unknown_name(capsys):
     assert "unknown name 'nginx'" in err and "c-raw" in err and "call_soon_chain" in err
 
 
-def test_only_prefix_selects_both_styles():
+def test_only_prefix_selects_every_style():
     wanted = cli.parse_only("asyncio")
-    assert wanted["echo"] == {"asyncio-protocol", "asyncio-streams"}
+    assert wanted["servers"] == {"asyncio-protocol", "asyncio-streams", "asyncio-proxy"}
     assert wanted["loops"] == {"asyncio"}
 
 
@@ -329,3 +329,21 @@ def test_every_asyncio_loop_has_protocol_and_streams_servers():
     names = {c.name for c in echo.CONTENDERS}
     for name, loop in registry.LOOPS.items():
         assert ({f"{name}-protocol", f"{name}-streams"} <= names) == loop.asyncio
+
+
+def test_proxy_suite_runs_each_proxy_in_front_of_an_echo_server(tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    args = cli.build_parser().parse_args([
+        "--only", "c-forward,levent-proxy,asyncio-proxy", "--duration", "0.3", "--warmup", "0.1", "--repeats", "1",
+        "--no-pin", "--json", str(out_json)])
+    assert cli.run(args) == 0
+    report = json.loads(out_json.read_text())
+    assert not report["echo"]["cells"] and not report["loops"]["workloads"]
+    (cell,) = report["proxy"]["cells"]
+    assert (cell["size"], cell["conns"]) == (65536, 10)
+    for name in ("c-forward", "levent-proxy", "asyncio-proxy"):
+        (run,) = cell["runs"][name]
+        assert run["messages"] > 0 and run["server_cpu_s"] > 0 and run["upstream_cpu_s"] >= 0
+        assert not pid_alive(run["server_pid"]) and not pid_alive(run["upstream_pid"])
+    assert "proxy, 64 KiB x 10 conns" in capsys.readouterr().out
+    assert not live_children()

@@ -30,18 +30,20 @@ from . import echo, loops, procs, registry, tables
 
 PROFILES = {
     # --quick: under a minute, the README's main job. --full: every cell, for the README's table.
-    "quick": dict(sizes=[1024, 102400], conns=[10], duration=1.0, warmup=0.3, repeats=1,
+    "quick": dict(sizes=[1024, 102400], conns=[10], proxy_sizes=[65536], proxy_conns=[10],
+                  duration=1.0, warmup=0.3, repeats=1,
                   loop_repeats=1, loop_n={"call_soon_batch": 100_000, "call_soon_chain": 100_000,
                                           "call_later": 50_000, "call_later_cancel": 50_000,
                                           "timer_lateness": 1000, "pingpong": 30_000}),
-    "full": dict(sizes=[64, 1024, 16384, 102400], conns=[1, 10, 100], duration=1.5, warmup=0.3, repeats=3,
+    "full": dict(sizes=[64, 1024, 16384, 102400], conns=[1, 10, 100], proxy_sizes=[65536], proxy_conns=[10],
+                 duration=1.5, warmup=0.3, repeats=3,
                  loop_repeats=3, loop_n={"call_soon_batch": 300_000, "call_soon_chain": 300_000,
                                          "call_later": 200_000, "call_later_cancel": 200_000,
                                          "timer_lateness": 2000, "pingpong": 100_000}),
 }
 WORKER_TIMEOUT = 60.0  # seconds a timer/callback worker may run
 SEED = 20240601
-SUITES = ("echo", "loops")
+SUITES = ("echo", "proxy", "loops")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,10 +97,10 @@ class Progress:
 
 
 def parse_only(text):
-    """--only: names of suites, echo contenders, loops and loop workloads; a name also matches the
-    contenders it prefixes before a dash ("asyncio" -> asyncio-protocol, asyncio-streams)."""
-    wanted = {"suites": set(), "echo": set(), "loops": set(), "workloads": set()}
-    echo_names = [c.name for c in echo.CONTENDERS]
+    """--only: names of suites, contenders (echo servers, proxies), loops and loop workloads; a name
+    also matches the contenders it prefixes before a dash ("asyncio" -> asyncio-protocol, ...)."""
+    wanted = {"suites": set(), "servers": set(), "loops": set(), "workloads": set()}
+    server_names = [c.name for c in echo.CONTENDERS]
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
@@ -109,17 +111,17 @@ def parse_only(text):
         if token in loops.WORKLOADS:
             wanted["workloads"].add(token)
             hit = True
-        for name in echo_names:
+        for name in server_names:
             if name == token or name.startswith(token + "-"):
-                wanted["echo"].add(name)
+                wanted["servers"].add(name)
                 hit = True
         if token in registry.LOOPS:
             wanted["loops"].add(token)
             hit = True
         if not hit:
             raise argparse.ArgumentTypeError(
-                f"--only: unknown name {token!r}; choose from suites {', '.join(SUITES)}; echo contenders "
-                f"{', '.join(echo_names)}; loops {', '.join(registry.LOOPS)}; workloads {', '.join(loops.WORKLOADS)}")
+                f"--only: unknown name {token!r}; choose from suites {', '.join(SUITES)}; servers "
+                f"{', '.join(server_names)}; loops {', '.join(registry.LOOPS)}; workloads {', '.join(loops.WORKLOADS)}")
     return wanted
 
 
@@ -145,8 +147,8 @@ def build_parser():
                          help="64 B, 1 KiB, 16 KiB, 100 KiB x 1, 10, 100 connections, 3 repeats (about 10 minutes on 2 cores)")
     ap.add_argument("--only", type=parse_only, metavar="NAMES",
                     help="comma-separated suites (echo, loops), contenders, loops or workloads to run")
-    ap.add_argument("--sizes", type=int_list, metavar="BYTES,...", help="echo message sizes")
-    ap.add_argument("--conns", type=int_list, metavar="N,...", help="echo concurrent connections")
+    ap.add_argument("--sizes", type=int_list, metavar="BYTES,...", help="echo message sizes (the proxy suite: 64 KiB)")
+    ap.add_argument("--conns", type=int_list, metavar="N,...", help="echo concurrent connections (the proxy suite: 10)")
     ap.add_argument("--duration", type=float, metavar="S", help="measured seconds per echo run")
     ap.add_argument("--warmup", type=float, metavar="S", help="unmeasured seconds before each echo window")
     ap.add_argument("--repeats", type=int, metavar="N", help="runs per contender and cell (and per loop workload)")
@@ -281,32 +283,38 @@ def summarize_loop(runs):
 
 
 def plan(args, toolchain):
-    """What runs: ({echo contender: (command, None) or (None, why not)}, {loop: likewise}, [workloads],
-    the load generator's path or None)."""
-    only = args.only or {"suites": set(), "echo": set(), "loops": set(), "workloads": set()}
+    """What runs: ({server contender: (command, None) or (None, why not)} for echo servers and proxies,
+    {loop: likewise}, [workloads], the load generator's path or None)."""
+    only = args.only or {"suites": set(), "servers": set(), "loops": set(), "workloads": set()}
     # A suite runs when named, or when one of its contenders or workloads is; nothing named: all.
     suites = set(only["suites"])
-    if only["echo"]:
-        suites.add("echo")
+    suites.update(echo.contender(name).kind for name in only["servers"])
     if only["loops"] or only["workloads"]:
         suites.add("loops")
     suites = suites or set(SUITES)
-    echo_plan, loop_plan, loadgen = {}, {}, None
-    if "echo" in suites:
+    server_plan, loop_plan, loadgen = {}, {}, None
+    if suites & set(echo.KINDS):
         try:
             loadgen, loadgen_error = toolchain.build("loadgen", ["-lm"]), None
         except echo.Skip as exc:
             loadgen_error = str(exc)
+        try:
+            upstream_error = None
+            echo.contender(echo.UPSTREAM).command(toolchain)
+        except echo.Skip as exc:
+            upstream_error = f"no upstream echo server ({echo.UPSTREAM}): {exc}"
         for c in echo.CONTENDERS:
-            if only["echo"] and c.name not in only["echo"]:
+            if c.kind not in suites or (only["servers"] and c.name not in only["servers"]):
                 continue
-            if loadgen_error:
-                echo_plan[c.name] = (None, f"no load generator: {loadgen_error}")
+            why = f"no load generator: {loadgen_error}" if loadgen_error else None
+            why = why or (upstream_error if c.kind == "proxy" else None)
+            if why:
+                server_plan[c.name] = (None, why)
                 continue
             try:
-                echo_plan[c.name] = (c.command(toolchain), None)
+                server_plan[c.name] = (c.command(toolchain), None)
             except echo.Skip as exc:
-                echo_plan[c.name] = (None, str(exc))
+                server_plan[c.name] = (None, str(exc))
     if "loops" in suites:
         for name in registry.LOOPS:
             if only["loops"] and name not in only["loops"]:
@@ -314,7 +322,7 @@ def plan(args, toolchain):
             why = registry.missing(name)
             loop_plan[name] = (None, why) if why else (name, None)
     workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
-    return echo_plan, loop_plan, workloads, loadgen
+    return server_plan, loop_plan, workloads, loadgen
 
 
 def run(args, out=None):
@@ -337,7 +345,7 @@ def run(args, out=None):
 
 def _run(args, cfg, bindir, started, out):
     toolchain = echo.Toolchain(bindir)
-    echo_plan, loop_plan, workloads, loadgen = plan(args, toolchain)
+    server_plan, loop_plan, workloads, loadgen = plan(args, toolchain)
     pinned, pin_why = (False, "--no-pin") if args.no_pin else procs.affinity_ok()
     heavy, other_share = procs.busy_processes(0.5)
 
@@ -354,12 +362,13 @@ def _run(args, cfg, bindir, started, out):
         "load_before": {"other_cores": other_share,
                         "processes": [{"name": n, "pid": p, "cores": s} for n, p, s in heavy]},
         "echo": {"contenders": {}, "cells": []},
+        "proxy": {"contenders": {}, "cells": []},
         "loops": {"contenders": {}, "workloads": []},
     }
     for c in echo.CONTENDERS:
-        if c.name in echo_plan:
-            cmd, why = echo_plan[c.name]
-            report["echo"]["contenders"][c.name] = {"label": c.label, "style": c.style, "command": cmd, "skipped": why}
+        if c.name in server_plan:
+            cmd, why = server_plan[c.name]
+            report[c.kind]["contenders"][c.name] = {"label": c.label, "style": c.style, "command": cmd, "skipped": why}
     for name, (_, why) in loop_plan.items():
         report["loops"]["contenders"][name] = {"label": registry.LOOPS[name].label, "skipped": why}
 
@@ -375,35 +384,42 @@ def _run(args, cfg, bindir, started, out):
               " Results will be flagged where it competes.", file=out)
     out.flush()
 
-    echo_active = [n for n, (cmd, _) in echo_plan.items() if cmd]
+    active = {kind: [n for n, (cmd, _) in server_plan.items() if cmd and echo.contender(n).kind == kind]
+              for kind in echo.KINDS}
     loop_active = [n for n, (cmd, _) in loop_plan.items() if cmd]
-    cells = [(size, conns) for size in cfg["sizes"] for conns in cfg["conns"]] if echo_active else []
-    echo_weight = cfg["warmup"] + cfg["duration"] + 0.5
+    cells = {"echo": [(size, conns) for size in cfg["sizes"] for conns in cfg["conns"]] if active["echo"] else [],
+             "proxy": [(size, conns) for size in cfg["proxy_sizes"] for conns in cfg["proxy_conns"]]
+             if active["proxy"] else []}
+    upstream_cmd = echo.contender(echo.UPSTREAM).command(toolchain) if active["proxy"] else None
+    server_weight = cfg["warmup"] + cfg["duration"] + 0.5
     if not loop_active:
         workloads = []
-    progress = Progress([echo_weight] * (len(cells) * len(echo_active) * cfg["repeats"])
+    progress = Progress([server_weight] * sum(len(cells[k]) * len(active[k]) for k in echo.KINDS) * cfg["repeats"]
                         + [1.0] * (len(workloads) * len(loop_active) * cfg["loop_repeats"]))
     failed = False
     try:
-        for size, conns in cells:
-            runs = {name: [] for name in echo_active}
-            errors = {}
-            for rep in range(cfg["repeats"]):
-                for name in echo_active:
-                    progress.step(echo_weight, f"echo {tables.cell_title(size, conns)}: {name} ({rep + 1}/{cfg['repeats']})")
-                    if name in errors:
-                        continue  # a contender that failed in this cell is not run again in it
-                    try:
-                        runs[name].append(echo.run_one(echo_plan[name][0], loadgen, size, conns, cfg["duration"],
-                                                       cfg["warmup"], pinned, args.ready_timeout))
-                    except echo.RunError as exc:
-                        errors[name] = str(exc)
-                        failed = True
-                        progress.note(f"echo {tables.cell_title(size, conns)}, {name}: {exc}")
-            report["echo"]["cells"].append({
-                "size": size, "conns": conns, "runs": runs, "errors": errors,
-                "summaries": {n: echo.summarize(rs) for n, rs in runs.items() if rs and n not in errors},
-            })
+        for kind in echo.KINDS:
+            for size, conns in cells[kind]:
+                runs = {name: [] for name in active[kind]}
+                errors = {}
+                title = f"{kind} {tables.cell_title(size, conns)}"
+                for rep in range(cfg["repeats"]):
+                    for name in active[kind]:
+                        progress.step(server_weight, f"{title}: {name} ({rep + 1}/{cfg['repeats']})")
+                        if name in errors:
+                            continue  # a contender that failed in this cell is not run again in it
+                        try:
+                            runs[name].append(echo.run_one(
+                                server_plan[name][0], loadgen, size, conns, cfg["duration"], cfg["warmup"], pinned,
+                                args.ready_timeout, upstream_cmd if kind == "proxy" else None))
+                        except echo.RunError as exc:
+                            errors[name] = str(exc)
+                            failed = True
+                            progress.note(f"{title}, {name}: {exc}")
+                report[kind]["cells"].append({
+                    "size": size, "conns": conns, "runs": runs, "errors": errors,
+                    "summaries": {n: echo.summarize(rs) for n, rs in runs.items() if rs and n not in errors},
+                })
         for workload in workloads:
             runs = {name: [] for name in loop_active}
             errors = {}

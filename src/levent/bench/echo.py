@@ -25,8 +25,10 @@ READY_TIMEOUT = 15.0  # seconds for a server to print "ready"
 LOADGEN_SLACK = 30.0  # seconds a loadgen run may exceed warm-up + duration
 OTHER_LOAD_WARN = 0.10  # a run where other work took this much of a core is flagged
 
-CEILING = "c-raw"  # the native ceiling every contender is compared with
-REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams"}  # asyncio, per style
+# Per style: the asyncio contender a contender is compared with, and the native ceiling.
+REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams", "proxy": "asyncio-proxy"}
+CEILING = {"protocol": "c-raw", "streams": "c-raw", "proxy": "c-forward"}
+KINDS = ("echo", "proxy")  # an echo server answers the load itself; a proxy forwards it to one
 
 
 class Skip(Exception):
@@ -39,24 +41,29 @@ class RunError(Exception):
 
 @dataclass
 class Contender:
-    """An echo server: ``command(toolchain)`` returns the argv to which the port is appended, or
-    raises :class:`Skip`. ``style`` picks the asyncio contender it is compared with."""
+    """A server under load: ``command(toolchain)`` returns its argv (see :func:`server_argv`), or
+    raises :class:`Skip`. ``style`` picks the asyncio contender and the ceiling it is compared with;
+    a "proxy" forwards to an upstream echo server ("{upstream}" in its argv)."""
 
     name: str
     label: str
     style: str
     command: Callable[["Toolchain"], List[str]]
 
+    @property
+    def kind(self):
+        return "proxy" if self.style == "proxy" else "echo"
+
 
 CONTENDERS: List[Contender] = []
 
 
 def register(name, label, style, command):
-    """Adds an echo contender (later issues add theirs: levent's asyncio loop, the proxy, HTTP)."""
+    """Adds a contender (later issues add theirs: levent's asyncio loop, HTTP)."""
     if style not in REFERENCE:
         raise ValueError(f"style must be one of {sorted(REFERENCE)}, not {style!r}")
     if any(c.name == name for c in CONTENDERS):
-        raise ValueError(f"an echo contender named {name!r} is already registered")
+        raise ValueError(f"a contender named {name!r} is already registered")
     CONTENDERS.append(Contender(name, label, style, command))
 
 
@@ -125,9 +132,9 @@ class Toolchain:
         return out
 
 
-def _c_server(source):
+def _c_server(source, *args):
     def command(tc):
-        return [tc.build(source, tc.pkg_config("libevent_core"))]
+        return [tc.build(source, tc.pkg_config("libevent_core")), *args]
 
     return command
 
@@ -137,7 +144,8 @@ def _python_server(name, loop=None):
         why = loop and registry.missing(loop)
         if why:
             raise Skip(why)
-        return [sys.executable, "-m", "levent.bench.servers", name, "--port"]
+        cmd = [sys.executable, "-m", "levent.bench.servers", name, "--port", "{port}"]
+        return cmd + ["--upstream", "{upstream}"] if name.endswith("-proxy") else cmd
 
     return command
 
@@ -156,24 +164,43 @@ for _loop in registry.LOOPS.values():
                      _style, _python_server(f"{_loop.name}-{_style}", _loop.name))
 register("selectors", "pure-Python selectors loop", "protocol", _python_server("selectors"))
 
+# Proxies, in front of the C echo server (c-raw).
+register("c-forward", "C libevent forwarder, recv/send (ceiling)", "proxy", _c_server("forward_raw", "{port}", "{upstream}"))
+register("levent-proxy", "levent proxy (python -m levent proxy)", "proxy",
+         lambda _tc: [sys.executable, "-m", "levent", "proxy", "--listen", "127.0.0.1:{port}",
+                      "--upstream", "127.0.0.1:{upstream}"])
+for _loop in registry.LOOPS.values():
+    if _loop.asyncio:
+        register(f"{_loop.name}-proxy", f"{_loop.label} proxy (Protocols)", "proxy",
+                 _python_server(f"{_loop.name}-proxy", _loop.name))
+UPSTREAM = "c-raw"  # the echo server behind every proxy
+
 
 # --------------------------------------------------------------------------------------------------
 # One run
 
 
-def start_server(cmd, pinned, ready_timeout=READY_TIMEOUT):
-    """Starts ``cmd + [port]`` on a free port and waits for its "ready" line.
+def server_argv(cmd, port, upstream=None):
+    """``cmd`` with "{port}" (and "{upstream}") replaced in its arguments; without "{port}" in any,
+    the port is appended."""
+    if not any("{port}" in a for a in cmd):
+        cmd = cmd + ["{port}"]
+    return [a.replace("{port}", str(port)).replace("{upstream}", str(upstream)) for a in cmd]
+
+
+def start_server(cmd, pinned, ready_timeout=READY_TIMEOUT, upstream=None, cpu=procs.SERVER_CPU):
+    """Starts ``cmd`` (see :func:`server_argv`) on a free port and waits for its "ready" line.
     Returns (proc, port, stderr file); raises RunError (with the server stopped) when it does not
     start: it exited, printed something else, or stayed silent for ``ready_timeout`` seconds."""
     port = procs.free_port()
     err = tempfile.TemporaryFile()
     try:
-        proc = procs.spawn(cmd + [str(port)], stderr=err, env=procs.python_env())
+        proc = procs.spawn(server_argv(cmd, port, upstream), stderr=err, env=procs.python_env())
     except OSError as exc:
         err.close()
         raise RunError(f"cannot start {shlex.join(cmd)}: {exc}")
     if pinned:
-        procs.pin(proc.pid, procs.SERVER_CPU)
+        procs.pin(proc.pid, cpu)
     reader = procs.LineReader(proc.stdout)
     line = reader.readline(time.monotonic() + ready_timeout)
     if line is None or not line.startswith("ready"):
@@ -232,41 +259,59 @@ def run_loadgen(loadgen, port, size, conns, duration, warmup, pinned, on_line=No
         err.close()
 
 
-def run_one(cmd, loadgen, size, conns, duration, warmup, pinned, ready_timeout=READY_TIMEOUT):
-    """One fresh server, one loadgen run. Returns the run's dict; raises RunError."""
-    server, port, server_err = start_server(cmd, pinned, ready_timeout)
+def run_one(cmd, loadgen, size, conns, duration, warmup, pinned, ready_timeout=READY_TIMEOUT, upstream_cmd=None):
+    """One fresh server, one loadgen run. Returns the run's dict; raises RunError.
+
+    With ``upstream_cmd``, the server is a proxy: that echo server starts first (on the client's
+    CPU), the proxy gets its port as "{upstream}", and the load goes through the proxy."""
+    upstream = upstream_port = upstream_err = None
+    if upstream_cmd:
+        upstream, upstream_port, upstream_err = start_server(upstream_cmd, pinned, ready_timeout,
+                                                             cpu=procs.CLIENT_CPU)
+    server = server_err = None
     marks = {}
 
     def on_line(line):
         if line in ("start", "end"):
-            marks[line] = (procs.cpu_seconds(server.pid), procs.system_busy_seconds(), procs.kthreads_seconds())
+            marks[line] = (procs.cpu_seconds(server.pid), procs.system_busy_seconds(), procs.kthreads_seconds(),
+                           procs.cpu_seconds(upstream.pid) if upstream else 0.0)
 
     try:
+        server, port, server_err = start_server(cmd, pinned, ready_timeout, upstream=upstream_port)
         cpu_run0 = procs.cpu_seconds(server.pid)
         report = run_loadgen(loadgen, port, size, conns, duration, warmup, pinned, on_line)
         if "start" not in marks or "end" not in marks:
             raise RunError("loadgen output lacks its start/end lines")
-        if server.poll() is not None:
-            raise RunError(f"server exited during the run (status {server.returncode}): {procs.tail(server_err)}")
+        for proc, errfile, what in ((server, server_err, "server"), (upstream, upstream_err, "upstream echo server")):
+            if proc is not None and proc.poll() is not None:
+                raise RunError(f"{what} exited during the run (status {proc.returncode}): {procs.tail(errfile)}")
         cpu_run1 = procs.cpu_seconds(server.pid)
     except OSError as exc:  # /proc/PID/stat of a server that vanished, a pipe error, ...
         raise RunError(f"{type(exc).__name__}: {exc}")
     finally:
-        server_status = procs.stop(server)
-        server_log = procs.tail(server_err)
-        server_err.close()
-    (cpu0, busy0, kthr0), (cpu1, busy1, kthr1) = marks["start"], marks["end"]
+        server_status = procs.stop(server) if server else None
+        server_log = procs.tail(server_err) if server_err else ""
+        for proc, errfile in ((server, server_err), (upstream, upstream_err)):
+            if proc is not None:
+                procs.stop(proc)
+            if errfile is not None:
+                errfile.close()
+    (cpu0, busy0, kthr0, up0), (cpu1, busy1, kthr1, up1) = marks["start"], marks["end"]
     # What else the CPUs did in the window: kernel threads (work the traffic itself causes), and
-    # everything else (other processes, stolen time) = busy time - server - loadgen - kernel threads.
+    # everything else (other processes, stolen time) = busy time - server - loadgen - kernel threads
+    # (- the upstream echo server behind a proxy).
     report.update(
         server_pid=server.pid,
         server_cpu_s=cpu1 - cpu0,
         kthreads_cpu_s=kthr1 - kthr0,
-        other_cpu_s=max(0.0, busy1 - busy0 - (cpu1 - cpu0) - report["loadgen_cpu_s"] - (kthr1 - kthr0)),
+        other_cpu_s=max(0.0, busy1 - busy0 - (cpu1 - cpu0) - report["loadgen_cpu_s"] - (kthr1 - kthr0)
+                        - (up1 - up0)),
         server_cpu_run_s=cpu_run1 - cpu_run0,
         server_exit=server_status,
         pinned=pinned,
     )
+    if upstream is not None:
+        report.update(upstream_pid=upstream.pid, upstream_cpu_s=up1 - up0)
     if server_status not in (0, -signal.SIGTERM):
         report["server_stderr"] = server_log
     return report

@@ -2,6 +2,7 @@
 
     python -m levent.bench.servers LOOP-{protocol,streams} --port PORT     # LOOP: asyncio, uvloop, ...
     python -m levent.bench.servers selectors --port PORT
+    python -m levent.bench.servers LOOP-proxy --port PORT --upstream UPSTREAM_PORT
 
 Each listens on 127.0.0.1:PORT, prints "ready" on stdout once listening, echoes every byte back,
 and exits with status 0 on SIGTERM or SIGINT. They are the shortest idiomatic echo each style has:
@@ -11,6 +12,9 @@ and exits with status 0 on SIGTERM or SIGINT. They are the shortest idiomatic ec
              as uvloop's own benchmark server does
   selectors  a pure-Python loop: selectors.DefaultSelector, non-blocking recv()/send(), the unsent
              rest kept and written when the socket is writable again
+  proxy      a TCP proxy to 127.0.0.1:UPSTREAM_PORT with the behaviour of levent's: Protocols moving
+             bytes both ways, reading paused while the other side's write buffer is above 512 KiB
+             (asyncio's flow control), EOF passed on as write_eof(), both closed once both ended
 """
 import argparse
 import asyncio
@@ -46,13 +50,101 @@ async def echo_streams(reader, writer):
         writer.close()
 
 
-async def serve_asyncio(style, port):
+PROXY_HIGH_WATER = 512 * 1024  # as levent.proxy's default
+
+
+class ProxySide(asyncio.Protocol):
+    """One side of a proxied connection: what it reads goes to its peer's transport."""
+
+    def __init__(self):
+        self.transport = None
+        self.peer = None
+        self.eof = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(high=PROXY_HIGH_WATER)
+
+    def data_received(self, data):
+        self.peer.transport.write(data)
+
+    def eof_received(self):
+        self.eof = True
+        if self.peer.eof:
+            self.transport.close()
+            self.peer.transport.close()
+            return False
+        self.peer.transport.write_eof()
+        return True  # keep our write side open for the peer's remaining bytes
+
+    def pause_writing(self):  # our output is behind: stop reading the peer
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self):
+        self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc):
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+class ProxyClient(ProxySide):
+    """The accepted side: reading pauses until the upstream connection is made (uvloop may still
+    deliver what arrived with the connection: that is kept and sent once connected)."""
+
+    def __init__(self, upstream_port):
+        super().__init__()
+        self.upstream_port = upstream_port
+        self.early = []
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        transport.pause_reading()
+        asyncio.get_running_loop().create_task(self.connect())
+
+    def data_received(self, data):
+        if self.peer is None:
+            self.early.append(data)
+        else:
+            super().data_received(data)
+
+    def eof_received(self):
+        if self.peer is None:
+            self.early.append(None)
+            return True
+        return super().eof_received()
+
+    async def connect(self):
+        loop = asyncio.get_running_loop()
+        try:
+            _, upstream = await loop.create_connection(ProxySide, "127.0.0.1", self.upstream_port)
+        except OSError as exc:
+            print(f"cannot reach upstream: {exc}", file=sys.stderr)
+            self.transport.close()
+            return
+        if self.transport.is_closing():
+            upstream.transport.close()
+            return
+        self.peer, upstream.peer = upstream, self
+        for data in self.early:
+            if data is None:
+                super().eof_received()
+            else:
+                upstream.transport.write(data)
+        self.early.clear()
+        self.transport.resume_reading()
+
+
+async def serve_asyncio(style, port, upstream_port=None):
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     if style == "protocol":
         server = await loop.create_server(EchoProtocol, "127.0.0.1", port, backlog=1024, reuse_address=True)
+    elif style == "proxy":
+        server = await loop.create_server(lambda: ProxyClient(upstream_port), "127.0.0.1", port, backlog=1024,
+                                          reuse_address=True)
     else:
         server = await asyncio.start_server(echo_streams, "127.0.0.1", port, backlog=1024, reuse_address=True)
     print("ready", flush=True)
@@ -137,21 +229,24 @@ def serve_selectors(port):
 
 
 SERVERS = ["selectors"] + [f"{name}-{style}" for name, loop in registry.LOOPS.items() if loop.asyncio
-                           for style in ("protocol", "streams")]
+                           for style in ("protocol", "streams", "proxy")]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m levent.bench.servers", description=__doc__.split("\n\n")[0])
     ap.add_argument("server", choices=SERVERS)
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--upstream", type=int, metavar="PORT", help="the proxy's upstream port on 127.0.0.1")
     args = ap.parse_args(argv)
+    if args.server.endswith("-proxy") and args.upstream is None:
+        ap.error("a proxy needs --upstream PORT")
     if args.server == "selectors":
         serve_selectors(args.port)
         return 0
     loop_name, _, style = args.server.rpartition("-")
     loop = registry.new_loop(loop_name)
     try:
-        loop.run_until_complete(serve_asyncio(style, args.port))
+        loop.run_until_complete(serve_asyncio(style, args.port, args.upstream))
     finally:
         loop.close()
     return 0

@@ -43,11 +43,12 @@ def fmt_ratio(x):
     return f"{x:.2f}x" if x else "n/a"
 
 
-def echo_ratios(report, name, summaries):
+def echo_ratios(report, name, summaries, section="echo"):
     """(asyncio CPU / this CPU, this CPU / C ceiling CPU); None where the reference did not run."""
     s = summaries[name]
-    ref = summaries.get(echo.REFERENCE[report["echo"]["contenders"][name]["style"]])
-    ceiling = summaries.get(echo.CEILING)
+    style = report[section]["contenders"][name]["style"]
+    ref = summaries.get(echo.REFERENCE[style])
+    ceiling = summaries.get(echo.CEILING[style])
     return (ref["cpu_us_per_echo"] / s["cpu_us_per_echo"] if ref else None,
             s["cpu_us_per_echo"] / ceiling["cpu_us_per_echo"] if ceiling else None)
 
@@ -105,6 +106,35 @@ def echo_tables(report):
     return tables
 
 
+def proxy_tables(report):
+    """Per cell: throughput through each proxy (load -> proxy -> C echo server) and its CPU per MiB."""
+    section = report.get("proxy") or {"contenders": {}, "cells": []}
+    tables = []
+    for cell in section["cells"]:
+        moved = 2 * cell["size"] / 2**20  # MiB through the proxy per echo: up and back
+        t = Table(f"proxy, {cell_title(cell['size'], cell['conns'])} (load generator -> proxy -> C echo server)",
+                  ["proxy", "MiB/s", "min-max", "p50", "p99", "CPU ms/MiB", "x asyncio", "x C", "other"])
+        for name, info in _running(section["contenders"]):
+            s = cell["summaries"].get(name)
+            if s is None:
+                t.add(info["label"], f"FAILED: {cell['errors'].get(name, 'not run')}", *[""] * 7)
+                continue
+            vs_asyncio, vs_c = echo_ratios(report, name, cell["summaries"], "proxy")
+            mib = cell["size"] / 2**20
+            spread = f"{s['req_s_min'] * mib:.0f}-{s['req_s_max'] * mib:.0f}" if s["runs"] > 1 else ""
+            noise = "!" if s["other_util_max"] >= echo.OTHER_LOAD_WARN else ""
+            t.add(info["label"], f"{s['mib_s']:.0f}", spread, fmt_us(s["p50_us"]), fmt_us(s["p99_us"]),
+                  f"{s['cpu_us_per_echo'] / moved / 1e3:.3f}", fmt_ratio(vs_asyncio), fmt_ratio(vs_c),
+                  f"{s['other_util_max']:.0%}{noise}")
+        t.notes.append("MiB/s: echoed through the proxy (each byte crosses it twice). CPU ms/MiB: the proxy's own"
+                       " CPU time per MiB it moved. x asyncio: how many times less CPU than the asyncio proxy;"
+                       " x C: CPU relative to the C forwarder (1.00x = as cheap as C).")
+        tables.append(t)
+    tables and tables[-1].notes.extend(
+        f"skipped {i['label']}: {i['skipped']}" for i in section["contenders"].values() if i["skipped"])
+    return tables
+
+
 def loop_tables(report):
     section = report["loops"]
     contenders = section["contenders"]
@@ -140,13 +170,15 @@ def loop_tables(report):
 
 
 def all_tables(report):
-    return echo_tables(report) + loop_tables(report)
+    return echo_tables(report) + proxy_tables(report) + loop_tables(report)
 
 
 def render_text(tables):
     out = []
     for t in tables:
-        widths = [max(len(r[i]) for r in [t.headers] + t.rows) for i in range(len(t.headers))]
+        measured = [t.headers] + [r for r in t.rows if not (len(r) > 1 and r[1].startswith("FAILED"))]
+        widths = [max(len(r[0]) for r in [t.headers] + t.rows)] + [
+            max(len(r[i]) for r in measured) for i in range(1, len(t.headers))]
         out.append("")
         out.append(t.title)
         for row in [t.headers] + t.rows:
