@@ -39,9 +39,16 @@ cdef class BufferEvent(Handle):
     cdef int _init(self, EventBase base, bufferevent *bev, int options) except -1
     cdef int _ensure_open(self) except -1
     cdef int _free(self) except -1
+    # Hooks for TLSBufferEvent: how an event is reported, and what a graceful close does last.
+    cdef tuple _describe_event(self, short what, int err)
+    cdef int _drained(self) except -1
     cdef int _release_c(self, bint dying) except -1
     cdef int _forget(self) except -1
 
 
 # Checks BufferEvent options; THREADSAFE implies DEFER_CALLBACKS | UNLOCK_CALLBACKS (see the module).
 cdef int _checked_options(int options) except -1
+
+
+# Frees a closing filter once nothing is left to send below it (polls every 10 ms).
+cpdef _finish_filter_close(BufferEvent bev)

@@ -96,7 +96,7 @@ cdef void _write_callback(bufferevent *bev, void *arg) noexcept with gil:
         # close() was waiting for the output to drain (write low watermark 0).
         try:
             if evbuffer_get_length(bufferevent_get_output(bev)) == 0:
-                self._free()
+                self._drained()
         except BaseException as exc:
             self._base._stop_with(exc)
         return
@@ -114,15 +114,10 @@ cdef void _event_callback(bufferevent *bev, short what, void *arg) noexcept with
     cdef BufferEvent self = _live(arg)
     if self is None:
         return
-    error = None
-    if what & BEV_EVENT_ERROR:
-        if err == 0 and self._connecting:
-            # libevent reports a connect() refused at once without setting errno again.
-            err = errno_module.ECONNREFUSED
-        error = OSError(err, os.strerror(err)) if err else OSError("bufferevent error")
-    if what & (BEV_EVENT_CONNECTED | BEV_EVENT_ERROR):
-        self._connecting = False
     try:
+        what, error = self._describe_event(what, err)
+        if what & (BEV_EVENT_CONNECTED | BEV_EVENT_ERROR):
+            self._connecting = False
         if self._closing:
             if what & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT):
                 self._free()    # the output cannot drain any more
@@ -131,9 +126,6 @@ cdef void _event_callback(bufferevent *bev, short what, void *arg) noexcept with
             self._on_event(self, what, error)
     except BaseException as exc:
         self._base._stop_with(exc)
-
-
-
 
 
 cdef bufferevent_filter_result _input_filter_callback(
@@ -319,6 +311,20 @@ cdef class BufferEvent(Handle):
                 below._forget()
         self._forget()
         return 0
+
+    cdef tuple _describe_event(self, short what, int err):
+        """``(what, error)`` for on_event: the OSError of an ERROR event, from the errno libevent
+        left (a subclass may also change ``what``)."""
+        if not what & BEV_EVENT_ERROR:
+            return what, None
+        if err == 0 and self._connecting:
+            # libevent reports a connect() refused at once without setting errno again.
+            err = errno_module.ECONNREFUSED
+        return what, (OSError(err, os.strerror(err)) if err else OSError("bufferevent error"))
+
+    cdef int _drained(self) except -1:
+        """close() is done waiting: everything written was sent. Free the bufferevent."""
+        return self._free()
 
     cdef int _release_c(self, bint dying) except -1:
         """What must happen before libevent frees this bufferevent: it leaves its rate-limit group
@@ -684,7 +690,7 @@ cdef class BufferEvent(Handle):
             _finish_filter_close(self)
             return
         if evbuffer_get_length(bufferevent_get_output(bev)) == 0:
-            self._free()
+            self._drained()
             return
         self._closing = True
         self._on_read = self._on_write = self._on_event = None
@@ -730,7 +736,7 @@ def _release_hold(BufferEvent bev):
     bev._release()
 
 
-def _finish_filter_close(BufferEvent bev):
+cpdef _finish_filter_close(BufferEvent bev):
     """Free a closing filter once nothing is left to send below it; else look again in 10 ms."""
     cdef BufferEvent below = bev._underlying
     if bev._bev == NULL or not bev._closing:
@@ -738,7 +744,7 @@ def _finish_filter_close(BufferEvent bev):
     if (below is None or below._bev == NULL
             or (evbuffer_get_length(bufferevent_get_output(bev._bev)) == 0
                 and evbuffer_get_length(bufferevent_get_output(below._bev)) == 0)):
-        bev._free()
+        bev._drained()
     else:
         bev._base.call_later(0.01, _finish_filter_close, bev)
 
