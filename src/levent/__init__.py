@@ -36,12 +36,16 @@ from levent._buffer import (
 )
 from levent._bufferevent import BufferEvent, RateLimitGroup
 from levent._listener import Listener
+from levent._tls import TLSBufferEvent, TLSContext, TLSError
 
 __all__ = [
     "__version__",
     "BufferEvent",
     "Listener",
     "RateLimitGroup",
+    "TLSBufferEvent",
+    "TLSContext",
+    "TLSError",
     "CLOSED",
     "EOL_ANY",
     "EOL_CRLF",

@@ -1,0 +1,804 @@
+"""TLS over BufferEvents: TLSContext (an OpenSSL SSL_CTX) and TLSBufferEvent (libevent's
+bufferevent_openssl), over a socket or as a filter over another BufferEvent.
+
+Ownership (libevent 2.1.12, bufferevent_openssl.c):
+
+* A TLSBufferEvent is always made with CLOSE_ON_FREE: only then does libevent free the SSL when it
+  frees the bufferevent (without it the SSL would leak, and a filter's underlying bufferevent would be
+  left with no callbacks). libevent then also closes the fd (socket) or frees the underlying
+  bufferevent (filter); the Python side mirrors that as BufferEvent.filter() does.
+* levent takes a second reference on the SSL (SSL_up_ref), dropped when the TLSBufferEvent is
+  deallocated: the negotiated version, cipher and peer certificate stay readable after close, and
+  nothing levent does touches an SSL that libevent has freed. levent only calls SSL_shutdown while
+  the bufferevent is open (its BIO points at the fd or the underlying bufferevent).
+* The TLSBufferEvent holds its TLSContext, whose ALPN select callback refers to it (borrowed): a
+  handshake only runs while the bufferevent is open.
+
+Closing: libevent 2.1.12 never sends close_notify, and with OpenSSL 3 it reports every unexpected EOF
+as an opaque error (allow-dirty-shutdown or not). levent sends close_notify itself when a graceful
+close() has drained the output, and classifies EOFs: see TLSBufferEvent.
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.ref cimport PyObject
+from libc.errno cimport errno
+from libc.string cimport memcmp
+from libc.time cimport tm
+from posix.time cimport timeval
+from libevent_pxd.buffer cimport evbuffer, evbuffer_drain, evbuffer_get_length
+
+from libevent_pxd.openssl cimport *
+from libevent_pxd.event cimport EV_READ, EV_WRITE
+from libevent_pxd.util cimport evutil_make_socket_nonblocking
+from libevent_pxd.bufferevent cimport (
+    bufferevent, bufferevent_lock, bufferevent_unlock, bufferevent_enable, bufferevent_get_input,
+    bufferevent_set_timeouts, BEV_OPT_CLOSE_ON_FREE,
+    BEV_OPT_THREADSAFE, BEV_EVENT_EOF, BEV_EVENT_ERROR,
+)
+from libevent_pxd.bufferevent_ssl cimport *
+from levent._core cimport EventBase, _fd_to_hand_over, _hand_over, _to_timeval
+from levent._bufferevent cimport BufferEvent, _checked_options, _finish_filter_close
+
+import ipaddress as _ipaddress
+import os
+import ssl as _ssl
+
+# Seconds a closed TLS socket waits for the peer to close after close_notify (see _linger).
+_LINGER = 5.0
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class TLSError(OSError):
+    """A TLS failure, with OpenSSL's reason as the message; ``errors`` holds every OpenSSL error
+    string (oldest first), ``truncated`` is True when the peer closed without close_notify."""
+
+    def __init__(self, message, errors=(), truncated=False):
+        super().__init__(message)
+        self.errors = tuple(errors)
+        self.truncated = truncated
+
+
+cdef str _error_string(unsigned long code):
+    cdef char buf[256]
+    ERR_error_string_n(code, buf, sizeof(buf))
+    return buf.decode("utf-8", "replace")
+
+
+cdef str _reason(unsigned long code):
+    cdef const char *r = ERR_reason_error_string(code)
+    return r.decode("utf-8", "replace") if r != NULL else _error_string(code)
+
+
+cdef object _tls_error(list codes, SSL *ssl=NULL, str prefix=None):
+    """A TLSError from OpenSSL error codes (oldest first); a verification failure says why."""
+    reasons = []
+    for code in codes:
+        text = _reason(code)
+        if (ssl != NULL and ERR_GET_LIB(code) == ERR_LIB_SSL
+                and ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED):
+            result = SSL_get_verify_result(ssl)
+            if result != X509_V_OK:
+                text += f" ({X509_verify_cert_error_string(result).decode('utf-8', 'replace')})"
+        if text not in reasons:
+            reasons.append(text)
+    message = "; ".join(reasons) or "unknown OpenSSL error"
+    if prefix:
+        message = f"{prefix}: {message}"
+    return TLSError(message, [_error_string(c) for c in codes])
+
+
+cdef object _queued_error(str prefix):
+    """A TLSError from this thread's OpenSSL error queue, which it empties."""
+    cdef unsigned long code
+    codes = []
+    while True:
+        code = ERR_get_error()
+        if code == 0:
+            break
+        codes.append(code)
+    return _tls_error(codes, NULL, prefix)
+
+
+cdef int _no_password(char *buf, int size, int rwflag, void *userdata) noexcept nogil:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key's password.
+    cdef const char *password = <const char *>userdata
+    cdef int n = 0
+    if password == NULL:
+        return -1
+    while password[n] != 0 and n < size:
+        buf[n] = password[n]
+        n += 1
+    return n
+
+
+cdef int _alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *inp,
+                      unsigned int inlen, void *arg) noexcept with gil:
+    # The server's choice: its first protocol the client also offers. *out points into the
+    # client's list (inp), which outlives this call, unlike our bytes object.
+    cdef bytes ours = (<TLSContext>arg)._alpn
+    cdef const unsigned char *p
+    cdef Py_ssize_t i = 0, n
+    cdef unsigned int j, m
+    if not ours:
+        return SSL_TLSEXT_ERR_NOACK
+    p = <const unsigned char *><char *>ours
+    n = len(ours)
+    while i < n:
+        j = 0
+        while j < inlen:
+            m = inp[j]
+            if j + 1 + m > inlen:
+                break
+            if m == p[i] and memcmp(p + i + 1, inp + j + 1, m) == 0:
+                out[0] = inp + j + 1
+                outlen[0] = <unsigned char>m
+                return SSL_TLSEXT_ERR_OK
+            j += 1 + m
+        i += 1 + p[i]
+    return SSL_TLSEXT_ERR_NOACK
+
+
+cdef class TLSContext:
+    """TLS settings shared by connections: an OpenSSL SSL_CTX. Names follow ``ssl.SSLContext``.
+
+    ``TLSContext(server_side=False)``. A client context verifies by default: ``verify_mode`` is
+    ``ssl.CERT_REQUIRED``, ``check_hostname`` is True and the system CA store is loaded (add others
+    with :meth:`load_verify_locations`); turning verification off takes ``check_hostname = False``
+    then ``verify_mode = ssl.CERT_NONE``. A server context needs :meth:`load_cert_chain`; it does
+    not ask for client certificates unless ``verify_mode`` says so. TLS 1.2 is the minimum version.
+    """
+
+    cdef SSL_CTX *_ctx
+    cdef readonly bint server_side
+    cdef bint _check_hostname
+    cdef bint _has_cert
+    cdef bytes _alpn        # the server's ALPN protocols, in wire format
+
+    def __cinit__(self, bint server_side=False):
+        self._ctx = SSL_CTX_new(TLS_server_method() if server_side else TLS_client_method())
+        if self._ctx == NULL:
+            raise _queued_error("cannot create an SSL_CTX")
+        self.server_side = server_side
+        SSL_CTX_set_options(self._ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION)
+        # libevent may retry an SSL_write from an evbuffer whose memory moved.
+        SSL_CTX_set_mode(self._ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
+        SSL_CTX_set_min_proto_version(self._ctx, TLS1_2_VERSION)
+        SSL_CTX_set_default_passwd_cb(self._ctx, _no_password)
+        if not server_side:
+            SSL_CTX_set_verify(self._ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL)
+            self._check_hostname = True
+            if SSL_CTX_set_default_verify_paths(self._ctx) != 1:
+                raise _queued_error("cannot load the system CA certificates")
+
+    def __dealloc__(self):
+        if self._ctx != NULL:
+            SSL_CTX_set_alpn_select_cb(self._ctx, NULL, NULL)
+            SSL_CTX_free(self._ctx)
+
+    # -- verification ---------------------------------------------------------------------------
+
+    @property
+    def verify_mode(self):
+        """``ssl.CERT_NONE``, ``CERT_OPTIONAL`` or ``CERT_REQUIRED``: whether the peer's certificate
+        is asked for and must verify."""
+        cdef int mode = SSL_CTX_get_verify_mode(self._ctx)
+        if not mode & SSL_VERIFY_PEER:
+            return _ssl.CERT_NONE
+        if mode & SSL_VERIFY_FAIL_IF_NO_PEER_CERT:
+            return _ssl.CERT_REQUIRED
+        return _ssl.CERT_OPTIONAL
+
+    @verify_mode.setter
+    def verify_mode(self, value):
+        mode = _ssl.VerifyMode(value)
+        if mode == _ssl.CERT_NONE and self._check_hostname:
+            raise ValueError("verify_mode cannot be CERT_NONE while check_hostname is on: "
+                             "set check_hostname = False first")
+        flags = {_ssl.CERT_NONE: SSL_VERIFY_NONE, _ssl.CERT_OPTIONAL: SSL_VERIFY_PEER,
+                 _ssl.CERT_REQUIRED: SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT}[mode]
+        SSL_CTX_set_verify(self._ctx, flags, NULL)
+
+    @property
+    def check_hostname(self):
+        """Whether a client checks that the certificate is for ``server_hostname`` (turning it on
+        also sets ``verify_mode`` to CERT_REQUIRED if it was CERT_NONE)."""
+        return self._check_hostname
+
+    @check_hostname.setter
+    def check_hostname(self, bint value):
+        if value and self.verify_mode == _ssl.CERT_NONE:
+            self.verify_mode = _ssl.CERT_REQUIRED
+        self._check_hostname = value
+
+    def load_verify_locations(self, cafile=None, capath=None, cadata=None):
+        """Trust the CA certificates in ``cafile`` (PEM), the directory ``capath`` (hashed names, as
+        ``openssl rehash`` makes them) and/or ``cadata`` (str: PEM certificates; bytes: DER)."""
+        if cafile is None and capath is None and cadata is None:
+            raise TypeError("give cafile, capath or cadata")
+        if cafile is not None or capath is not None:
+            f = os.fsencode(cafile) if cafile is not None else None
+            p = os.fsencode(capath) if capath is not None else None
+            ERR_clear_error()
+            if SSL_CTX_load_verify_locations(self._ctx, <char *>f if f is not None else NULL,
+                                             <char *>p if p is not None else NULL) != 1:
+                raise _queued_error(f"cannot load CA certificates from {cafile or capath!r}")
+        if cadata is not None:
+            self._load_cadata(cadata)
+
+    cdef int _load_cadata(self, cadata) except -1:
+        cdef X509 *cert
+        cdef BIO *bio
+        cdef const unsigned char *p
+        cdef const unsigned char *end
+        cdef bytes data
+        cdef int count = 0
+        cdef X509_STORE *store = SSL_CTX_get_cert_store(self._ctx)
+        ERR_clear_error()
+        if isinstance(cadata, str):
+            data = cadata.encode("ascii")
+            bio = BIO_new_mem_buf(<char *>data, len(data))
+            if bio == NULL:
+                raise MemoryError()
+            try:
+                while True:
+                    cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)
+                    if cert == NULL:
+                        break
+                    count += 1
+                    X509_STORE_add_cert(store, cert)    # takes its own reference
+                    X509_free(cert)
+            finally:
+                BIO_free(bio)
+            if count and ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE:
+                ERR_clear_error()   # the end of the data
+        else:
+            data = bytes(memoryview(cadata))
+            p = <const unsigned char *><char *>data
+            end = p + len(data)
+            while p < end:
+                cert = d2i_X509(NULL, &p, end - p)
+                if cert == NULL:
+                    break
+                count += 1
+                X509_STORE_add_cert(store, cert)
+                X509_free(cert)
+        if ERR_peek_last_error() != 0 or count == 0:
+            err = _queued_error("cannot load the CA certificates in cadata")
+            if count == 0 and not err.errors:
+                raise TLSError("cadata holds no certificate")
+            raise err
+        return 0
+
+    # -- own certificate ------------------------------------------------------------------------
+
+    def load_cert_chain(self, certfile, keyfile=None, password=None):
+        """Use the PEM certificate chain in ``certfile`` (this certificate first) and the private
+        key in ``keyfile`` (default: ``certfile``); ``password`` (str, bytes, or a callable
+        returning one, called once) decrypts an encrypted key."""
+        cdef bytes secret = None
+        if callable(password):
+            password = password()
+        if isinstance(password, str):
+            secret = password.encode("utf-8")
+        elif password is not None:
+            secret = bytes(password)
+        if secret is not None and b"\0" in secret:
+            raise ValueError("the password contains a NUL byte")
+        cert = os.fsencode(certfile)
+        key = os.fsencode(keyfile if keyfile is not None else certfile)
+        ERR_clear_error()
+        if SSL_CTX_use_certificate_chain_file(self._ctx, cert) != 1:
+            raise _queued_error(f"cannot load the certificate chain from {certfile!r}")
+        SSL_CTX_set_default_passwd_cb_userdata(self._ctx, <char *>secret if secret is not None else NULL)
+        try:
+            if SSL_CTX_use_PrivateKey_file(self._ctx, key, SSL_FILETYPE_PEM) != 1:
+                raise _queued_error(f"cannot load the private key from {keyfile or certfile!r}")
+        finally:
+            SSL_CTX_set_default_passwd_cb_userdata(self._ctx, NULL)
+        if SSL_CTX_check_private_key(self._ctx) != 1:
+            raise _queued_error("the private key does not match the certificate")
+        self._has_cert = True
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def set_ciphers(self, str ciphers not None):
+        """OpenSSL's cipher list for TLS 1.2 and below (TLS 1.3 suites are not affected)."""
+        ERR_clear_error()
+        if SSL_CTX_set_cipher_list(self._ctx, ciphers.encode("ascii")) != 1:
+            raise _queued_error(f"no cipher can be selected with {ciphers!r}")
+
+    def set_alpn_protocols(self, protocols):
+        """The ALPN protocols, most preferred first (e.g. ``["h2", "http/1.1"]``): a client offers
+        them, a server picks its first one the client offers."""
+        wire = bytearray()
+        for proto in protocols:
+            b = proto.encode("ascii") if isinstance(proto, str) else bytes(proto)
+            if not 0 < len(b) < 256:
+                raise ValueError(f"an ALPN protocol must be 1 to 255 bytes long, not {proto!r}")
+            wire.append(len(b))
+            wire += b
+        cdef bytes data = bytes(wire)
+        if self.server_side:
+            self._alpn = data
+            SSL_CTX_set_alpn_select_cb(self._ctx, _alpn_select, <void *>self)
+        elif SSL_CTX_set_alpn_protos(self._ctx, data, len(data)) != 0:    # 0 is success here
+            raise _queued_error("cannot set the ALPN protocols")
+
+    @property
+    def minimum_version(self):
+        """The lowest ``ssl.TLSVersion`` allowed (TLSv1_2 by default)."""
+        return _version_out(SSL_CTX_get_min_proto_version(self._ctx), _ssl.TLSVersion.MINIMUM_SUPPORTED)
+
+    @minimum_version.setter
+    def minimum_version(self, value):
+        if SSL_CTX_set_min_proto_version(self._ctx, _version_in(value)) != 1:
+            raise ValueError(f"unsupported minimum version {value!r}")
+
+    @property
+    def maximum_version(self):
+        """The highest ``ssl.TLSVersion`` allowed (MAXIMUM_SUPPORTED by default)."""
+        return _version_out(SSL_CTX_get_max_proto_version(self._ctx), _ssl.TLSVersion.MAXIMUM_SUPPORTED)
+
+    @maximum_version.setter
+    def maximum_version(self, value):
+        if SSL_CTX_set_max_proto_version(self._ctx, _version_in(value)) != 1:
+            raise ValueError(f"unsupported maximum version {value!r}")
+
+    def __repr__(self):
+        side = "server" if self.server_side else "client"
+        return f"<TLSContext {side} verify_mode={self.verify_mode.name} check_hostname={self._check_hostname}>"
+
+
+cdef int _version_in(value) except? -1:
+    v = _ssl.TLSVersion(value)
+    if v in (_ssl.TLSVersion.MINIMUM_SUPPORTED, _ssl.TLSVersion.MAXIMUM_SUPPORTED):
+        return 0    # OpenSSL's "no limit"
+    return int(v)
+
+
+cdef object _version_out(int version, unlimited):
+    return unlimited if version == 0 else _ssl.TLSVersion(version)
+
+
+cdef SSL *_new_ssl(ctx, bint server_side, server_hostname) except NULL:
+    """An SSL for one connection, checked against its context."""
+    if not isinstance(ctx, TLSContext):
+        raise TypeError(f"ctx must be a levent.TLSContext, not {type(ctx).__name__} "
+                        "(an ssl.SSLContext cannot be used: make a levent.TLSContext)")
+    cdef TLSContext context = <TLSContext>ctx
+    if server_side != context.server_side:
+        raise ValueError("server_side=True needs a TLSContext(server_side=True)" if server_side else
+                         "a TLSContext(server_side=True) is for server_side=True connections")
+    if server_side:
+        if server_hostname is not None:
+            raise ValueError("server_hostname is for the client side only")
+        if not context._has_cert:
+            raise ValueError("a server TLSContext needs a certificate: call load_cert_chain() first")
+    elif server_hostname is None and context._check_hostname:
+        raise ValueError("check_hostname needs server_hostname (or set ctx.check_hostname = False)")
+    cdef bytes host = None
+    cdef bint is_ip = False
+    if server_hostname is not None:
+        if not isinstance(server_hostname, str) or not server_hostname:
+            raise TypeError(f"server_hostname must be a non-empty str, not {server_hostname!r}")
+        try:
+            _ipaddress.ip_address(server_hostname)
+            is_ip = True
+            host = server_hostname.encode("ascii")
+        except ValueError:
+            host = server_hostname.encode("idna")
+    ERR_clear_error()
+    cdef SSL *ssl = SSL_new(context._ctx)
+    if ssl == NULL:
+        raise _queued_error("SSL_new failed")
+    cdef X509_VERIFY_PARAM *param = SSL_get0_param(ssl)
+    if host is not None:
+        ok = True
+        if not is_ip:
+            ok = SSL_set_tlsext_host_name(ssl, host) == 1     # SNI names no IP addresses
+        if ok and context._check_hostname:
+            if is_ip:
+                ok = X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1
+            else:
+                X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS)
+                ok = SSL_set1_host(ssl, host) == 1
+        if not ok:
+            SSL_free(ssl)
+            raise _queued_error(f"cannot use server_hostname {server_hostname!r}")
+    return ssl
+
+
+cdef int _require_close_on_free(int options) except -1:
+    if not options & BEV_OPT_CLOSE_ON_FREE:
+        raise ValueError("a TLSBufferEvent needs CLOSE_ON_FREE (libevent frees the SSL only then); "
+                         "to keep a socket of yours open, hand over a socket.dup() of it")
+    return 0
+
+
+@cython.no_gc_clear   # __dealloc__ needs _base alive to free the bufferevent
+cdef class TLSBufferEvent(BufferEvent):
+    """A BufferEvent speaking TLS (libevent's bufferevent_openssl): what you write is encrypted,
+    what you read was decrypted.
+
+    ``TLSBufferEvent(base, ctx, sock=None, *, server_side=False, server_hostname=None,
+    options=CLOSE_ON_FREE, allow_dirty_shutdown=False, on_read=None, on_write=None, on_event=None)``
+    runs TLS on a socket: an accepted one (``server_side=True``), a connected one, or None to
+    :meth:`connect` later. :meth:`wrap` runs TLS as a filter over another BufferEvent.
+
+    CONNECTED is reported when the handshake is done. A handshake or protocol failure arrives as
+    ERROR with a :class:`TLSError` carrying OpenSSL's reason (``certificate verify failed
+    (Hostname mismatch)``, ...). EOF alone means the peer closed cleanly (close_notify). A
+    truncation (the connection ended without close_notify) arrives as EOF|ERROR with a TLSError
+    whose ``truncated`` is True, or as EOF alone with ``allow_dirty_shutdown=True``;
+    ``tls_truncated`` tells it afterwards. :meth:`close` sends close_notify once the output has
+    drained; :meth:`abort` does not.
+    """
+
+    cdef SSL *_ssl
+    cdef TLSContext _ctx
+    cdef bint _server_side
+    cdef object _server_hostname
+    cdef bint _allow_dirty
+    cdef bint _truncated
+    cdef bint _shutdown_sent
+    cdef bint _lingering        # close_notify sent: waiting for the peer to close (bounded)
+
+    def __cinit__(self):
+        self._ssl = NULL
+
+    def __init__(self, EventBase base not None, ctx, sock=None, *, bint server_side=False,
+                 server_hostname=None, int options=BEV_OPT_CLOSE_ON_FREE, bint allow_dirty_shutdown=False,
+                 on_read=None, on_write=None, on_event=None):
+        cdef int fd = -1
+        if self._bev != NULL:
+            raise RuntimeError("TLSBufferEvent.__init__() called twice")
+        options = _checked_options(options)
+        _require_close_on_free(options)
+        for callback in (on_read, on_write, on_event):
+            if callback is not None and not callable(callback):
+                raise TypeError(f"a callback must be callable or None, not {type(callback).__name__}")
+        base._ensure_open()
+        if server_side and sock is None:
+            raise ValueError("a server-side TLSBufferEvent needs the accepted socket")
+        if sock is not None:
+            fd = _fd_to_hand_over(sock, True)
+            base._check_watchable(fd)
+            if evutil_make_socket_nonblocking(fd) != 0:
+                raise OSError(errno, f"cannot make fd {fd} non-blocking: {os.strerror(errno)}")
+        cdef SSL *ssl = _new_ssl(ctx, server_side, server_hostname)
+        cdef bufferevent *bev = bufferevent_openssl_socket_new(
+            base._base, fd, <ssl_st *>ssl,
+            BUFFEREVENT_SSL_ACCEPTING if server_side else BUFFEREVENT_SSL_CONNECTING, options)
+        if bev == NULL:
+            SSL_free(ssl)
+            raise OSError(errno, "bufferevent_openssl_socket_new failed")
+        if sock is not None:
+            _hand_over(sock, True)
+        self._setup(<TLSContext>ctx, ssl, bev, server_side, server_hostname, allow_dirty_shutdown)
+        self._init(base, bev, options)
+        self._on_read = on_read
+        self._on_write = on_write
+        self._on_event = on_event
+
+    @staticmethod
+    def wrap(BufferEvent underlying not None, ctx, *, bint server_side=False, server_hostname=None,
+             int options=BEV_OPT_CLOSE_ON_FREE, bint allow_dirty_shutdown=False):
+        """A TLSBufferEvent running TLS over ``underlying`` (bufferevent_openssl_filter_new): the
+        handshake and the encrypted records go through ``underlying``, which belongs to the
+        TLSBufferEvent from now on (its callbacks no longer run; closing the TLSBufferEvent closes
+        it)."""
+        underlying._ensure_open()
+        if underlying._filter_above != NULL:
+            raise ValueError("this BufferEvent already has a filter on top of it")
+        options = _checked_options(options)
+        _require_close_on_free(options)
+        cdef SSL *ssl = _new_ssl(ctx, server_side, server_hostname)
+        cdef bufferevent *bev = bufferevent_openssl_filter_new(
+            underlying._base._base, underlying._bev, <ssl_st *>ssl,
+            BUFFEREVENT_SSL_ACCEPTING if server_side else BUFFEREVENT_SSL_CONNECTING, options)
+        if bev == NULL:
+            SSL_free(ssl)
+            raise OSError(errno, "bufferevent_openssl_filter_new failed")
+        cdef TLSBufferEvent self = TLSBufferEvent.__new__(TLSBufferEvent)
+        self._setup(<TLSContext>ctx, ssl, bev, server_side, server_hostname, allow_dirty_shutdown)
+        self._init(underlying._base, bev, options)
+        self._underlying = underlying
+        underlying._filter_above = <PyObject *>self
+        return self
+
+    cdef int _setup(self, TLSContext ctx, SSL *ssl, bufferevent *bev, bint server_side, server_hostname,
+                    bint allow_dirty) except -1:
+        SSL_up_ref(ssl)     # ours, besides libevent's (see the module docstring)
+        self._ssl = ssl
+        self._ctx = ctx
+        self._server_side = server_side
+        self._server_hostname = server_hostname
+        self._allow_dirty = allow_dirty
+        # levent tells truncations apart itself (_describe_event): with this, libevent reports a
+        # filter's underlying EOF as EOF rather than an opaque ERROR.
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1)
+        return 0
+
+    def __dealloc__(self):
+        if self._ssl != NULL:
+            SSL_free(self._ssl)
+            self._ssl = NULL
+
+    cdef tuple _describe_event(self, short what, int err):
+        cdef unsigned long code
+        codes = []
+        while True:
+            code = bufferevent_get_openssl_error(self._bev)
+            if code == 0:
+                break
+            codes.append(code)
+        codes.reverse()     # libevent hands them back newest first
+        # libevent also stores the SSL_ERROR_* kind (a small number, no library) among the codes.
+        codes = [c for c in codes if ERR_GET_LIB(c) != 0]
+        truncated = False
+        if what & BEV_EVENT_EOF:
+            truncated = not SSL_get_shutdown(self._ssl) & SSL_RECEIVED_SHUTDOWN
+        elif what & BEV_EVENT_ERROR:
+            truncated = any(ERR_GET_LIB(c) == ERR_LIB_SSL and ERR_GET_REASON(c) == SSL_R_UNEXPECTED_EOF_WHILE_READING
+                            for c in codes)
+        if truncated:
+            self._truncated = True
+            what = (what & ~BEV_EVENT_ERROR) | BEV_EVENT_EOF
+            if self._allow_dirty:
+                return what, None
+            return what | BEV_EVENT_ERROR, TLSError(
+                "TLS connection truncated: the peer closed it without close_notify",
+                [_error_string(c) for c in codes], True)
+        if what & BEV_EVENT_ERROR and codes:
+            return what, _tls_error(codes, self._ssl)
+        return BufferEvent._describe_event(self, what, err)
+
+    cdef int _drained(self) except -1:
+        # A graceful close is done sending: send close_notify (once), then free.
+        if self._lingering:
+            return 0
+        if (self._bev == NULL or self._shutdown_sent or not SSL_is_init_finished(self._ssl)
+                or SSL_get_shutdown(self._ssl) & SSL_SENT_SHUTDOWN):
+            return self._free()
+        self._shutdown_sent = True
+        return self._shutdown_step()
+
+    cdef int _shutdown_step(self) except -1:
+        cdef bufferevent *bev = self._bev
+        cdef bint pending
+        if bev == NULL:
+            return 0
+        if self._options & BEV_OPT_THREADSAFE:
+            with nogil:
+                bufferevent_lock(bev)
+                pending = _send_close_notify(self._ssl)
+                bufferevent_unlock(bev)
+        else:
+            pending = _send_close_notify(self._ssl)
+        if pending:
+            # The socket's send buffer is full (libevent's output drained into it): try again.
+            self._closing = True
+            self._on_read = self._on_write = self._on_event = None
+            self._base.call_later(0.01, _shutdown_again, self)
+            return 0
+        if self._underlying is None or self._underlying._bev == NULL:
+            return self._linger()
+        # Over a filter the record sits in the output of the BufferEvent below: free once it left.
+        bufferevent_enable(self._underlying._bev, EV_WRITE)
+        _finish_filter_close(self)
+        return 0
+
+    cdef int _linger(self) except -1:
+        # Freeing now, with data of the peer's unread (a TLS 1.3 session ticket, say), would make the
+        # kernel reset the connection and drop what it has not sent yet: wait, discarding input,
+        # until the peer closes (EOF or ERROR frees it) or _LINGER seconds pass (TIMEOUT does).
+        cdef timeval tv
+        if SSL_get_shutdown(self._ssl) & SSL_RECEIVED_SHUTDOWN:
+            return self._free()
+        self._lingering = self._closing = True
+        self._on_write = self._on_event = None
+        self._on_read = _discard_input
+        _to_timeval(_LINGER, &tv)
+        bufferevent_set_timeouts(self._bev, &tv, NULL)
+        bufferevent_enable(self._bev, EV_READ)
+        return 0
+
+    # -- what was negotiated --------------------------------------------------------------------
+
+    @property
+    def context(self):
+        """The TLSContext."""
+        return self._ctx
+
+    @property
+    def server_side(self):
+        """True for the accepting side."""
+        return self._server_side
+
+    @property
+    def server_hostname(self):
+        """The name the client asked for (SNI) and checks the certificate against."""
+        return self._server_hostname
+
+    @property
+    def tls_version(self):
+        """The negotiated protocol (``"TLSv1.3"``, ...), None before the handshake is done."""
+        if self._ssl == NULL or not SSL_is_init_finished(self._ssl):
+            return None
+        return SSL_get_version(self._ssl).decode("ascii")
+
+    @property
+    def cipher(self):
+        """The negotiated cipher's OpenSSL name, None before the handshake is done."""
+        if self._ssl == NULL or not SSL_is_init_finished(self._ssl):
+            return None
+        cdef const SSL_CIPHER *c = SSL_get_current_cipher(self._ssl)
+        return SSL_CIPHER_get_name(c).decode("ascii") if c != NULL else None
+
+    @property
+    def alpn_protocol(self):
+        """The protocol ALPN agreed on, or None."""
+        cdef const unsigned char *data = NULL
+        cdef unsigned int length = 0
+        if self._ssl == NULL:
+            return None
+        SSL_get0_alpn_selected(self._ssl, &data, &length)
+        return (<const char *>data)[:length].decode("ascii", "replace") if data != NULL and length else None
+
+    @property
+    def tls_truncated(self):
+        """True once the connection ended without the peer's close_notify."""
+        return self._truncated
+
+    @property
+    def peer_certificate_der(self):
+        """The peer's certificate (DER bytes), or None."""
+        cdef X509 *cert
+        cdef unsigned char *out = NULL
+        if self._ssl == NULL:
+            return None
+        cert = SSL_get1_peer_certificate(self._ssl)
+        if cert == NULL:
+            return None
+        try:
+            n = i2d_X509(cert, &out)
+            if n < 0:
+                raise _queued_error("cannot encode the peer certificate")
+            try:
+                return PyBytes_FromStringAndSize(<char *>out, n)
+            finally:
+                OPENSSL_free(out)
+        finally:
+            X509_free(cert)
+
+    @property
+    def peer_certificate(self):
+        """The peer's certificate as a dict shaped like ``ssl.SSLSocket.getpeercert()`` (subject,
+        issuer, version, serialNumber, notBefore, notAfter, subjectAltName), or None. Given even when
+        verification was off: check ``ctx.verify_mode`` before trusting it."""
+        cdef X509 *cert
+        if self._ssl == NULL:
+            return None
+        cert = SSL_get1_peer_certificate(self._ssl)
+        if cert == NULL:
+            return None
+        try:
+            return _decode_cert(cert)
+        finally:
+            X509_free(cert)
+
+
+def _discard_input(TLSBufferEvent bev):
+    cdef evbuffer *data = bufferevent_get_input(bev._bev)
+    evbuffer_drain(data, evbuffer_get_length(data))
+
+
+def _shutdown_again(TLSBufferEvent bev):
+    if bev._bev != NULL and bev._closing:
+        bev._shutdown_step()
+
+
+cdef bint _send_close_notify(SSL *ssl) noexcept nogil:
+    # One SSL_shutdown sends close_notify; the peer's answer is not waited for (the connection is
+    # freed next). True: the socket could not take it now (OpenSSL keeps the record to retry).
+    # Other failures leave nothing to do; the thread's error queue is left clean.
+    cdef int r
+    cdef bint again = False
+    ERR_clear_error()
+    r = SSL_shutdown(ssl)
+    if r < 0:
+        again = SSL_get_error(ssl, r) == SSL_ERROR_WANT_WRITE
+    ERR_clear_error()
+    return again
+
+
+cdef object _decode_cert(X509 *cert):
+    cdef BIGNUM *bn
+    cdef char *hex_serial
+    result = {
+        "subject": _decode_name(X509_get_subject_name(cert)),
+        "issuer": _decode_name(X509_get_issuer_name(cert)),
+        "version": X509_get_version(cert) + 1,
+        "notBefore": _decode_time(X509_get0_notBefore(cert)),
+        "notAfter": _decode_time(X509_get0_notAfter(cert)),
+    }
+    bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), NULL)
+    if bn != NULL:
+        hex_serial = BN_bn2hex(bn)
+        BN_free(bn)
+        if hex_serial != NULL:
+            result["serialNumber"] = hex_serial.decode("ascii")
+            OPENSSL_free(hex_serial)
+    san = _decode_san(cert)
+    if san:
+        result["subjectAltName"] = san
+    return result
+
+
+cdef tuple _decode_name(X509_NAME *name):
+    # Like ssl: a tuple of RDNs, each a tuple of (long attribute name, value) pairs.
+    cdef X509_NAME_ENTRY *entry
+    cdef unsigned char *utf8
+    cdef char buf[80]
+    cdef int nid, n, i, last_set = -1
+    rdns = []
+    for i in range(X509_NAME_entry_count(name)):
+        entry = X509_NAME_get_entry(name, i)
+        nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry))
+        if nid != 0 and OBJ_nid2ln(nid) != NULL:
+            key = OBJ_nid2ln(nid).decode("ascii")
+        else:
+            OBJ_obj2txt(buf, sizeof(buf), X509_NAME_ENTRY_get_object(entry), 1)
+            key = buf.decode("ascii")
+        n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry))
+        if n < 0:
+            value = None
+        else:
+            value = (<char *>utf8)[:n].decode("utf-8", "replace")
+            OPENSSL_free(utf8)
+        if X509_NAME_ENTRY_set(entry) != last_set:
+            rdn = []
+            rdns.append(rdn)
+            last_set = X509_NAME_ENTRY_set(entry)
+        rdn.append((key, value))
+    return tuple(tuple(rdn) for rdn in rdns)
+
+
+cdef object _decode_time(const ASN1_TIME *t):
+    cdef tm when
+    if t == NULL or ASN1_TIME_to_tm(t, &when) != 1:
+        return None
+    return (f"{_MONTHS[when.tm_mon]} {when.tm_mday:2d} {when.tm_hour:02d}:{when.tm_min:02d}:"
+            f"{when.tm_sec:02d} {when.tm_year + 1900} GMT")
+
+
+cdef tuple _decode_san(X509 *cert):
+    cdef GENERAL_NAMES *names = <GENERAL_NAMES *>X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL)
+    cdef GENERAL_NAME *gn
+    cdef const unsigned char *p
+    cdef int i, n
+    if names == NULL:
+        return ()
+    out = []
+    try:
+        for i in range(OPENSSL_sk_num(<OPENSSL_STACK *>names)):
+            gn = <GENERAL_NAME *>OPENSSL_sk_value(<OPENSSL_STACK *>names, i)
+            p = ASN1_STRING_get0_data(gn.d.ia5)
+            n = ASN1_STRING_length(gn.d.ia5)
+            raw = (<const char *>p)[:n]
+            if gn.type == GEN_DNS:
+                out.append(("DNS", raw.decode("ascii", "replace")))
+            elif gn.type == GEN_EMAIL:
+                out.append(("email", raw.decode("ascii", "replace")))
+            elif gn.type == GEN_URI:
+                out.append(("URI", raw.decode("ascii", "replace")))
+            elif gn.type == GEN_IPADD:
+                if n == 4:
+                    out.append(("IP Address", str(_ipaddress.IPv4Address(raw))))
+                elif n == 16:
+                    # ssl writes every group in full, upper case
+                    out.append(("IP Address", ":".join(f"{raw[j] << 8 | raw[j + 1]:X}" for j in range(0, 16, 2))))
+    finally:
+        GENERAL_NAMES_free(names)
+    return tuple(out)
