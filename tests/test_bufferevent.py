@@ -1442,3 +1442,25 @@ def test_buffers_below_a_freed_filter_stop_working(base):
             len(below_input)
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("close_on_free", [True, False])
+def test_aborting_the_bufferevent_below_a_filter_frees_both_once(base, run_loop, count_open_fds, close_on_free):
+    # The filter goes first; with CLOSE_ON_FREE libevent frees the one below with it, which must not
+    # be freed a second time (libevent would abort on a refcount underflow once the loop runs).
+    base.loop(nonblock=True)     # the first loop() opens the base's signal wakeup socketpair
+    gc.collect()
+    before = count_open_fds()
+    a, b = socket.socketpair()
+    below = BufferEvent(base, a)
+    top = BufferEvent.filter(below, lambda src, dst, limit, mode: dst.add_buffer(src),
+                             options=BufferEvent.CLOSE_ON_FREE if close_on_free else 0)
+    below.abort()
+    assert top.closed and below.closed
+    below.abort()
+    top.abort()
+    run_loop(base)
+    b.close()
+    del top, below
+    gc.collect()
+    assert count_open_fds() == before

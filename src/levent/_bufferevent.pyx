@@ -293,8 +293,11 @@ cdef class BufferEvent(Handle):
         else:
             _stop_io(bev)
         if self._filter_above != NULL:
-            # A filter on top of this one points at it: it goes first.
+            # A filter on top of this one points at it: it goes first, and with CLOSE_ON_FREE
+            # libevent frees this one with it (a second bufferevent_free would underflow its refcount).
             (<BufferEvent>self._filter_above)._free()
+            if self._bev == NULL:
+                return 0
         cdef BufferEvent below = self._underlying if self._options & BEV_OPT_CLOSE_ON_FREE else None
         self._release_c(False)
         if below is not None:
