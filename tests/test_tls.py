@@ -213,6 +213,30 @@ def test_graceful_close_sends_close_notify(stream_base, certs, run_loop):
     assert peer.outcome() == b"x" * 100000
 
 
+def test_close_during_the_handshake_sends_once_it_is_done(stream_base, certs, run_loop):
+    address, peer = python_server(certs, recv_until_eof)
+    bev = TLSBufferEvent(stream_base, client_context(certs), server_hostname="localhost")
+    bev.connect(address)
+    bev.write(b"written before the handshake")
+    bev.close()
+    assert bev.closed
+    run_loop(stream_base)
+    assert peer.outcome() == b"written before the handshake"
+
+
+def test_server_closes_during_the_handshake(stream_base, certs, run_loop):
+    def on_accept(listener, sock, address):
+        listener.close()
+        bev = TLSBufferEvent(stream_base, server_context(certs), sock, server_side=True)
+        bev.write(b"hello from the server")
+        bev.close()
+
+    listener = Listener(stream_base, on_accept, ("127.0.0.1", 0))
+    peer = python_client(certs, listener.address, recv_until_eof)
+    run_loop(stream_base)
+    assert peer.outcome() == b"hello from the server"
+
+
 def test_abort_sends_no_close_notify(stream_base, certs, run_loop):
     address, peer = python_server(certs, recv_until_eof)
 
@@ -448,9 +472,13 @@ def exchange(base, run_loop, client, server, payload, close_with="close"):
     return bytes(got), events
 
 
-@pytest.mark.skip(reason="unfinished: levent<->levent graceful close leaks fds / lingers (see the wip-tls report)")
+
 @pytest.mark.parametrize("filter_client", [False, True], ids=["socket", "filter"])
 def test_levent_to_levent_clean_close(base, certs, run_loop, count_open_fds, filter_client):
+    # The first loop() opens the base's signal wakeup socketpair, the first call_later() its timerfd.
+    base.call_later(0, lambda: None)
+    base.loop(nonblock=True)
+    gc.collect()
     before = count_open_fds()
     client, server = levent_pair(base, certs, filter_client)
     payload = os.urandom(300000)
@@ -465,7 +493,7 @@ def test_levent_to_levent_clean_close(base, certs, run_loop, count_open_fds, fil
     assert count_open_fds() == before
 
 
-@pytest.mark.skip(reason="unfinished: levent<->levent graceful close leaks fds / lingers (see the wip-tls report)")
+
 @pytest.mark.parametrize("filter_client", [False, True], ids=["socket", "filter"])
 def test_levent_to_levent_abort_is_a_truncation(base, certs, run_loop, filter_client):
     client, server = levent_pair(base, certs, filter_client)
@@ -476,7 +504,27 @@ def test_levent_to_levent_abort_is_a_truncation(base, certs, run_loop, filter_cl
     assert isinstance(error, TLSError) and error.truncated and client.tls_truncated
 
 
-@pytest.mark.skip(reason="unfinished: levent<->levent graceful close leaks fds / lingers (see the wip-tls report)")
+
+@pytest.mark.parametrize("filter_client", [False, True], ids=["socket", "filter"])
+def test_both_sides_closing_at_once_do_not_wait_for_each_other(base, certs, run_loop, filter_client):
+    # Each sends close_notify and then gets the other's: neither waits out the linger (5 s).
+    client, server = levent_pair(base, certs, filter_client)
+    connected = []
+
+    def on_event(bev, what, error):
+        assert what == BufferEvent.CONNECTED, (what, error)
+        connected.append(bev)
+        if len(connected) == 2:
+            client.close()
+            server.close()
+
+    for bev in (client, server):
+        bev.on_event = on_event
+        bev.enable(READ)
+    run_loop(base, timeout=3)      # a lingering side would keep its 5 s timeout pending
+    assert len(connected) == 2 and client.closed and server.closed
+
+
 def test_filter_over_a_pair(base, certs, run_loop):
     a, b = BufferEvent.pair(base)
     client = TLSBufferEvent.wrap(a, client_context(certs), server_hostname="localhost")
@@ -488,7 +536,7 @@ def test_filter_over_a_pair(base, certs, run_loop):
     assert a.closed and b.closed
 
 
-@pytest.mark.skip(reason="unfinished: the graceful close of a TLS filter over TCP does not finish (see the wip-tls report)")
+
 def test_filter_over_a_plain_tcp_bufferevent_to_python_server(stream_base, certs, run_loop):
     def script(tls):
         data = recv_until_eof(tls)
@@ -505,7 +553,7 @@ def test_filter_over_a_plain_tcp_bufferevent_to_python_server(stream_base, certs
     assert plain.closed
 
 
-@pytest.mark.skip(reason="unfinished: levent<->levent graceful close leaks fds / lingers (see the wip-tls report)")
+
 def test_base_close_frees_open_tls_bufferevents(certs):
     base = levent.EventBase()
     client, server = levent_pair(base, certs, filter_client=True)
@@ -517,7 +565,7 @@ def test_base_close_frees_open_tls_bufferevents(certs):
     assert client.tls_version is None or client.tls_version.startswith("TLS")
 
 
-@pytest.mark.skip(reason="unfinished: levent<->levent graceful close leaks fds / lingers (see the wip-tls report)")
+
 def test_close_and_abort_in_any_order(base, certs, run_loop):
     client, server = levent_pair(base, certs, filter_client=True)
     under = client.underlying
@@ -534,7 +582,7 @@ def test_close_and_abort_in_any_order(base, certs, run_loop):
     gc.collect()
 
 
-@pytest.mark.skip(reason="unfinished: levent<->levent graceful close leaks fds / lingers (see the wip-tls report)")
+
 def test_abort_inside_the_handshake_callback(base, certs, run_loop):
     client, server = levent_pair(base, certs)
     seen = []
@@ -603,7 +651,7 @@ def test_context_settings(certs):
     assert "client" in repr(ctx)
 
 
-@pytest.mark.skip(reason="unfinished: levent<->levent graceful close leaks fds / lingers (see the wip-tls report)")
+
 def test_version_limits_apply(base, certs, run_loop):
     a, b = socket.socketpair()
     sctx = server_context(certs)

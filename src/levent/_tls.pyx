@@ -33,8 +33,8 @@ from libevent_pxd.event cimport EV_READ, EV_WRITE
 from libevent_pxd.util cimport evutil_make_socket_nonblocking
 from libevent_pxd.bufferevent cimport (
     bufferevent, bufferevent_lock, bufferevent_unlock, bufferevent_enable, bufferevent_get_input,
-    bufferevent_set_timeouts, BEV_OPT_CLOSE_ON_FREE,
-    BEV_OPT_THREADSAFE, BEV_EVENT_EOF, BEV_EVENT_ERROR,
+    bufferevent_set_timeouts, bufferevent_trigger, BEV_OPT_CLOSE_ON_FREE, BEV_OPT_THREADSAFE,
+    BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_TRIG_IGNORE_WATERMARKS, BEV_TRIG_DEFER_CALLBACKS,
 )
 from libevent_pxd.bufferevent_ssl cimport *
 from levent._core cimport EventBase, _fd_to_hand_over, _hand_over, _to_timeval
@@ -505,6 +505,11 @@ cdef class TLSBufferEvent(BufferEvent):
         self._init(underlying._base, bev, options)
         self._underlying = underlying
         underlying._filter_above = <PyObject *>self
+        if not server_side:
+            # libevent starts a filter's handshake from the write callback of the one below, which
+            # an empty output never runs (and it ignores that one's CONNECTED): run it once, from
+            # the loop, so that the ClientHello is sent without waiting for a read or write.
+            bufferevent_trigger(underlying._bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS)
         return self
 
     cdef int _setup(self, TLSContext ctx, SSL *ssl, bufferevent *bev, bint server_side, server_hostname,
