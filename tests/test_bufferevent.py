@@ -1074,6 +1074,39 @@ def test_filter_close_is_graceful(stream_base, run_loop):
     peer.abort()
 
 
+def test_closing_the_bufferevent_below_a_filter_closes_the_filter(stream_base, run_loop):
+    # Its callbacks belong to the filter, so it cannot see its output drain: the filter closes
+    # gracefully instead, and frees it (CLOSE_ON_FREE) once everything was sent.
+    base = stream_base
+    a, b = socket.socketpair()
+    raw = BufferEvent(base, a)
+    fbev = BufferEvent.filter(raw, output_filter=xor_filter(0x42))
+    data = random.Random(6).randbytes(4 * MiB)
+    sink = Sink()
+    peer = BufferEvent(base, b, on_read=sink.on_read,
+                       on_event=lambda bev, what, err: (sink.on_event(bev, what, err), bev.abort()))
+    peer.enable(READ)
+    fbev.write(data)
+    raw.close()
+    assert raw.closed and fbev.closed
+    with pytest.raises(ValueError, match="closed"):
+        raw.write(b"x")
+    run_loop(base, timeout=10)
+    assert sink.eof_at == len(data), f"the peer got {sink.eof_at} of {len(data)} bytes before EOF"
+
+
+def test_closing_the_bufferevent_below_a_filter_without_close_on_free_is_refused(base, socketpair):
+    a, b = socketpair
+    raw = BufferEvent(base, a, options=0)
+    top = BufferEvent.filter(raw, xor_filter(1), options=0)
+    with pytest.raises(ValueError, match="close the filter first"):
+        raw.close()
+    assert not raw.closed
+    top.close()
+    raw.close()
+    assert raw.closed
+
+
 def test_second_filter_on_same_underlying_refused(base, socketpair):
     a, b = socketpair
     raw = BufferEvent(base, a, options=0)

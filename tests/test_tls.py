@@ -525,6 +525,32 @@ def test_both_sides_closing_at_once_do_not_wait_for_each_other(base, certs, run_
     assert len(connected) == 2 and client.closed and server.closed
 
 
+def test_closing_the_bufferevent_below_a_filter_closes_it_gracefully(base, certs, run_loop):
+    client, server = levent_pair(base, certs, filter_client=True)
+    payload = os.urandom(1000000)
+    got = bytearray()
+    server_events = []
+
+    def client_event(bev, what, error):
+        assert what == BufferEvent.CONNECTED, (what, error)
+        bev.write(payload)
+        bev.underlying.close()
+        assert bev.closed
+
+    def server_event(bev, what, error):
+        server_events.append((what, error))
+        if what & (BufferEvent.EOF | BufferEvent.ERROR):
+            bev.close()
+
+    client.on_event = client_event
+    server.on_read = lambda bev: got.extend(bev.read())
+    server.on_event = server_event
+    server.enable(READ)
+    run_loop(base)
+    assert got == payload
+    assert server_events[-1] == (BufferEvent.EOF | BufferEvent.READING, None)     # close_notify came
+
+
 def test_filter_over_a_pair(base, certs, run_loop):
     a, b = BufferEvent.pair(base)
     client = TLSBufferEvent.wrap(a, client_context(certs), server_hostname="localhost")

@@ -677,11 +677,23 @@ cdef class BufferEvent(Handle):
     def close(self):
         """Stop reading and free the bufferevent once its output has drained (or at once if it is
         empty); the peer gets everything written so far, as with asyncio's Transport.close().
-        Closing twice does nothing."""
+        Closing twice does nothing. Below a CLOSE_ON_FREE filter, this closes the filter (which
+        frees this one once its output has drained)."""
         cdef bufferevent *bev = self._bev
+        cdef BufferEvent above
         if bev == NULL or self._closing:
             return
         self._ensure_open()
+        if self._filter_above != NULL:
+            # libevent gave this one's callbacks to the filter: it cannot see its own output drain.
+            above = <BufferEvent>self._filter_above
+            if not above._options & BEV_OPT_CLOSE_ON_FREE:
+                raise ValueError("a filter without CLOSE_ON_FREE is on top of this BufferEvent: "
+                                 "close the filter first")
+            self._closing = True
+            self._on_read = self._on_write = self._on_event = None
+            above.close()
+            return
         if self._underlying is not None:
             # A filter: push what it holds through the output filter into the BufferEvent below,
             # then free it once that one's output has drained too (freeing a CLOSE_ON_FREE filter
