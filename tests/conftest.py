@@ -7,15 +7,20 @@
   every test runs under ``faulthandler.dump_traceback_later`` (a C watchdog thread, no signals)
   that dumps every thread's stack and exits the process if a test takes longer than
   ``HARD_TIMEOUT`` seconds. pytest-timeout is not needed.
+* ``certs``: a test CA, a server certificate it signed and an untrusted self-signed one, made once per
+  session with the openssl command (test_tls.py, test_proxy.py).
 """
 import contextlib
 import faulthandler
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -350,3 +355,30 @@ def start_echo_server(base, address=("127.0.0.1", 0), **listener_kwargs):
 @pytest.fixture(name="echo_server")
 def echo_server_fixture():
     return start_echo_server
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """Paths: ca (PEM), server_cert/server_key (localhost + 127.0.0.1, signed by ca), self_cert/
+    self_key (self-signed, same names, trusted by nobody)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    d = tmp_path_factory.mktemp("certs")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=levent test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/O=levent/CN=localhost", cwd=d)
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                  "extendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.pem", "-days", "2", "-extfile", "server.ext", cwd=d)
+    _openssl("req", "-x509", *ec, "-keyout", "self.key", "-out", "self.pem", "-days", "2",
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", cwd=d)
+    return types.SimpleNamespace(ca=str(d / "ca.pem"), server_cert=str(d / "server.pem"),
+                                 server_key=str(d / "server.key"), self_cert=str(d / "self.pem"),
+                                 self_key=str(d / "self.key"))

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import pytest
 
 import levent
 from levent.proxy import Counters, Proxy
+from levent.proxy import main as proxy_main
 
 from conftest import sigint_default, wait_until
 
@@ -465,3 +467,207 @@ def test_sigterm_aborts_after_the_deadline(servers, child_env):
     assert proc.returncode == 0, err
     assert "aborting 1 connection(s) still open" in err
     assert "counters: accepted 1" in out
+
+
+# -- TLS: wrap, unwrap, re-encrypt -------------------------------------------------------------------
+
+TLS_SIZE = 8 << 20
+TLS_CHUNK = 256 * 1024
+
+
+def tls_server_context(certs, self_signed=False):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if self_signed:
+        ctx.load_cert_chain(certs.self_cert, certs.self_key)
+    else:
+        ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    return ctx
+
+
+class Answerer:
+    """An upstream handler (plain, or TLS with ``ssl_ctx``): for every byte received it sends one of
+    its own random bytes back, hashing both, until EOF; handshake failures are kept in ``refused``."""
+
+    def __init__(self, ssl_ctx=None, size=TLS_SIZE):
+        self.ssl_ctx = ssl_ctx
+        self.data = os.urandom(size)
+        self.received = hashlib.sha256()
+        self.sent = 0
+        self.refused = []
+        self.done = threading.Event()
+
+    def __call__(self, conn):
+        if self.ssl_ctx is not None:
+            try:
+                conn = self.ssl_ctx.wrap_socket(conn, server_side=True)
+            except ssl.SSLError as exc:
+                self.refused.append(exc)
+                return
+        with conn:
+            while chunk := conn.recv(TLS_CHUNK):
+                self.received.update(chunk)
+                conn.sendall(self.data[self.sent:self.sent + len(chunk)])
+                self.sent += len(chunk)
+        self.done.set()
+
+
+def lockstep(sock, data):
+    """Send data a chunk at a time, reading as many bytes back after each (so neither side ever has
+    more than a chunk in flight); returns the sha256 of what came back."""
+    got = hashlib.sha256()
+    for i in range(0, len(data), TLS_CHUNK):
+        chunk = data[i:i + TLS_CHUNK]
+        sock.sendall(chunk)
+        want = len(chunk)
+        while want:
+            part = sock.recv(want)
+            assert part, "the proxy closed the connection mid-transfer"
+            got.update(part)
+            want -= len(part)
+    return got.hexdigest()
+
+
+def tls_client(certs, address, server_hostname="localhost"):
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    sock = socket.create_connection(address, timeout=TIMEOUT)
+    return ctx.wrap_socket(sock, server_hostname=server_hostname)
+
+
+def check_answered(answerer, sent, echoed):
+    assert echoed == hashlib.sha256(answerer.data[:len(sent)]).hexdigest()
+    assert answerer.done.wait(TIMEOUT)
+    assert answerer.received.hexdigest() == hashlib.sha256(sent).hexdigest()
+
+
+def upstream_context(certs):
+    ctx = levent.TLSContext()
+    ctx.load_verify_locations(cafile=certs.ca)
+    return ctx
+
+
+def proxy_server_context(certs):
+    ctx = levent.TLSContext(server_side=True)
+    ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    return ctx
+
+
+def test_tls_upstream_wraps_plain_clients(servers, certs):
+    answerer = Answerer(tls_server_context(certs))
+    up = servers.upstream(answerer)
+    # The server name defaults to the upstream host, 127.0.0.1: checked against the IP SAN.
+    px = servers.proxy(up.address, upstream_tls=upstream_context(certs))
+    assert px.proxy.mode == "bufferevent"
+    data = os.urandom(TLS_SIZE)
+    with px.connect() as c:
+        echoed = lockstep(c, data)
+        c.shutdown(socket.SHUT_WR)      # over TLS, the first EOF closes both sides gracefully
+        assert recv_all(c) == b""
+    check_answered(answerer, data, echoed)
+    assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+    assert (px.proxy.counters.bytes_up, px.proxy.counters.bytes_down) == (TLS_SIZE, TLS_SIZE)
+
+
+def test_tls_clients_unwrapped_to_plain_upstream(servers, certs):
+    answerer = Answerer()
+    up = servers.upstream(answerer)
+    px = servers.proxy(up.address, client_tls=proxy_server_context(certs))
+    data = os.urandom(TLS_SIZE)
+    with tls_client(certs, px.address) as c:
+        echoed = lockstep(c, data)
+        c.unwrap()      # sends close_notify and returns once the proxy answered with its own
+    check_answered(answerer, data, echoed)
+    assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+
+
+def test_tls_both_ways_on_the_command_line(servers, certs, child_env):
+    answerer = Answerer(tls_server_context(certs))
+    up = servers.upstream(answerer)
+    proc, address = start_cli(child_env, ("localhost", up.address[1]), "--cert", certs.server_cert,
+                              "--key", certs.server_key, "--tls-upstream", "--cafile", certs.ca)
+    try:
+        data = os.urandom(TLS_SIZE)
+        with tls_client(certs, address) as c:
+            echoed = lockstep(c, data)
+            c.unwrap()
+        check_answered(answerer, data, echoed)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=TIMEOUT)
+    assert f"bytes_up {TLS_SIZE}, bytes_down {TLS_SIZE}" in out, err
+
+
+def test_wrong_upstream_name_closes_the_client_and_logs_why(servers, certs, caplog):
+    answerer = Answerer(tls_server_context(certs))
+    up = servers.upstream(answerer)
+    px = servers.proxy(up.address, upstream_tls=upstream_context(certs), upstream_server_name="example.com")
+    with caplog.at_level(logging.WARNING, logger="levent.proxy"), px.connect() as c:
+        c.sendall(b"hello")
+        try:
+            assert recv_all(c) == b""
+        except ConnectionResetError:    # the abort found "hello" unread
+            pass
+    assert wait_until(lambda: px.proxy.counters.failed == 1 and px.proxy.connections == 0, TIMEOUT)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("TLS handshake with upstream" in m and "certificate verify failed" in m
+               and "hostname mismatch" in m.lower() for m in messages), messages
+    assert wait_until(lambda: answerer.refused, TIMEOUT)     # the proxy's alert reached the upstream
+
+
+def test_insecure_accepts_an_untrusted_upstream(servers, certs, child_env):
+    answerer = Answerer(tls_server_context(certs, self_signed=True), size=1 << 20)
+    up = servers.upstream(answerer)
+    proc, address = start_cli(child_env, up.address, "--tls-upstream", "--insecure")
+    try:
+        data = os.urandom(1 << 20)
+        with socket.create_connection(address, timeout=TIMEOUT) as c:
+            echoed = lockstep(c, data)
+        check_answered(answerer, data, echoed)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=TIMEOUT)
+    assert "the upstream's certificate is not verified" in err
+
+
+def test_client_failing_the_handshake_is_closed_and_logged(servers, certs, caplog):
+    up = servers.upstream()
+    px = servers.proxy(up.address, client_tls=proxy_server_context(certs))
+    with caplog.at_level(logging.INFO, logger="levent.proxy"), px.connect() as c:
+        c.sendall(b"GET / HTTP/1.0\r\n\r\n")    # plain text to a TLS port
+        try:
+            recv_all(c)     # the alert, then EOF
+        except ConnectionResetError:
+            pass
+    assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("client 127.0.0.1" in m and "http request" in m.lower() for m in messages), messages
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--key", "k.pem"], "--key needs --cert"),
+    (["--insecure"], "add --tls-upstream"),
+    (["--cafile", "ca.pem"], "add --tls-upstream"),
+    (["--server-name", "example.com"], "add --tls-upstream"),
+    (["--tls-upstream", "--insecure", "--cafile", "ca.pem"], "drop one of them"),
+    (["--tls-upstream", "--mode", "events"], "drop --mode events"),
+    (["--cert", "/nonexistent.pem"], "--cert/--key: cannot load"),
+])
+def test_tls_flag_misuse_is_a_usage_error(args, says, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        proxy_main(["--upstream", "127.0.0.1:1", *args])
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_tls_arguments_misuse_is_refused(certs):
+    with levent.EventBase() as base:
+        upstream = ("127.0.0.1", 1)
+        with pytest.raises(TypeError, match="server_side=True"):
+            Proxy(base, upstream=upstream, client_tls=levent.TLSContext())
+        with pytest.raises(TypeError, match="client-side"):
+            Proxy(base, upstream=upstream, upstream_tls=proxy_server_context(certs))
+        with pytest.raises(ValueError, match="not both"):
+            Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs), upstream_stream=lambda b, a: None)
+        with pytest.raises(ValueError, match="upstream_tls only"):
+            Proxy(base, upstream=upstream, upstream_server_name="example.com")
+        with pytest.raises(ValueError, match="plain TCP only"):
+            Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs), mode="events")

@@ -11,7 +11,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import types
 
 import pytest
 
@@ -21,31 +20,6 @@ from levent import READ, BufferEvent, Listener, TLSBufferEvent, TLSContext, TLSE
 PEER_TIMEOUT = 10.0
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-
-
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory):
-    """Paths: ca (PEM), server_cert/server_key (localhost + 127.0.0.1, signed by ca), self_cert/
-    self_key (self-signed, same names, trusted by nobody)."""
-    d = tmp_path_factory.mktemp("certs")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=levent test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/O=levent/CN=localhost", cwd=d)
-    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                                  "extendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "server.ext", cwd=d)
-    _openssl("req", "-x509", *ec, "-keyout", "self.key", "-out", "self.pem", "-days", "2",
-             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", cwd=d)
-    return types.SimpleNamespace(ca=str(d / "ca.pem"), server_cert=str(d / "server.pem"),
-                                 server_key=str(d / "server.key"), self_cert=str(d / "self.pem"),
-                                 self_key=str(d / "self.key"))
 
 
 def server_context(certs, self_signed=False):

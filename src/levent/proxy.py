@@ -26,6 +26,16 @@ EOF: when one side sends EOF, what it sent is forwarded and the write side towar
 down (half-close), so a request/response over a half-closed connection works; once both directions
 saw EOF, both sockets close. An error on either side closes both at once; an upstream that cannot be
 reached (or does not answer within ``connect_timeout``) closes the client, and the log says why.
+
+TLS (``client_tls`` / ``upstream_tls``, or stream hooks making :class:`~levent.TLSBufferEvent`\\ s):
+TLS has no half-close that a TLSBufferEvent can do (a raw ``shutdown(SHUT_WR)`` under it would skip
+close_notify, and its ``close()`` stops reading), so on a connection with TLS on either side the first
+EOF (a close_notify, or a plain side's FIN) ends the connection gracefully: what was read is forwarded,
+then both sides are closed once their output is out, TLS sides with close_notify. Bytes the other side
+sends after that are dropped. A truncated TLS stream (no close_notify) is an error and aborts both
+sides, so the truncation reaches the other side too. A failed handshake or certificate verification
+toward the upstream closes the client; a client that fails its handshake is closed; both are logged
+with OpenSSL's reason.
 """
 import argparse
 import errno
@@ -33,11 +43,13 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass, fields
 
-from levent import PERSIST, READ, WRITE, BufferEvent, Event, EventBase, Listener, Signal, recv_into, send
+from levent import (PERSIST, READ, WRITE, BufferEvent, Event, EventBase, Listener, Signal, TLSBufferEvent,
+                    TLSContext, TLSError, recv_into, send)
 
 __all__ = ["Counters", "Proxy", "main"]
 
@@ -68,8 +80,8 @@ class Proxy:
 
     ``Proxy(base, listen=("127.0.0.1", 0), upstream=(host, port), *, high_water=512 KiB,
     low_water=high_water // 4, idle_timeout=None, connect_timeout=10.0, max_connections=None,
-    transform_up=None, transform_down=None, client_stream=None, upstream_stream=None, mode="auto",
-    log=logging.getLogger("levent.proxy"))``
+    transform_up=None, transform_down=None, client_stream=None, upstream_stream=None, client_tls=None,
+    upstream_tls=None, upstream_server_name=None, mode="auto", log=logging.getLogger("levent.proxy"))``
 
     * ``transform_up`` / ``transform_down``: applied to the bytes going to the upstream / to the client.
       Either a callable ``bytes -> bytes`` (shared by all connections), or a class whose instances have
@@ -78,7 +90,14 @@ class Proxy:
     * ``client_stream(base, sock) -> BufferEvent`` makes the client side of an accepted socket;
       ``upstream_stream(base, address) -> BufferEvent`` makes the upstream side and starts its connect
       (``on_event`` CONNECTED or ERROR follows). The defaults are plain TCP; a TLS BufferEvent plugs
-      in here. Half-close shuts down the write side of the stream's socket.
+      in here. Half-close shuts down the write side of the stream's socket, unless either side is a
+      TLSBufferEvent (see the module's documentation).
+    * ``client_tls``: a server-side :class:`~levent.TLSContext` (with its certificate loaded): clients
+      speak TLS to the proxy. ``upstream_tls``: a client-side TLSContext: the proxy speaks TLS to the
+      upstream, checking its certificate against ``upstream_server_name`` (default: the upstream's
+      host; also sent as SNI unless it is an IP address) as far as the context verifies. Either one
+      builds the matching stream hook, so it cannot be combined with that hook; both force the
+      bufferevent engine.
     * ``idle_timeout``: close a connection after that many seconds without a byte either way (checked
       every quarter of it). ``max_connections``: stop accepting while that many are open; the extra
       clients wait in the listen backlog.
@@ -92,7 +111,7 @@ class Proxy:
     def __init__(self, base, listen=("127.0.0.1", 0), upstream=None, *, high_water=DEFAULT_HIGH_WATER,
                  low_water=None, idle_timeout=None, connect_timeout=10.0, max_connections=None,
                  transform_up=None, transform_down=None, client_stream=None, upstream_stream=None,
-                 mode="auto", log=None):
+                 client_tls=None, upstream_tls=None, upstream_server_name=None, mode="auto", log=None):
         if upstream is None:
             raise TypeError("Proxy() needs an upstream address (host, port)")
         if high_water <= 0:
@@ -107,6 +126,21 @@ class Proxy:
             raise ValueError(f"max_connections must be >= 1 (None: no limit), not {max_connections}")
         if mode not in ("auto", "events", "bufferevent"):
             raise ValueError(f"mode must be 'auto', 'events' or 'bufferevent', not {mode!r}")
+        if client_tls is not None:
+            if not isinstance(client_tls, TLSContext) or not client_tls.server_side:
+                raise TypeError("client_tls must be a TLSContext(server_side=True) with its certificate loaded")
+            if client_stream is not None:
+                raise ValueError("client_tls builds the client stream: pass client_tls or client_stream, not both")
+            client_stream = _tls_client_stream(client_tls)
+        if upstream_tls is not None:
+            if not isinstance(upstream_tls, TLSContext) or upstream_tls.server_side:
+                raise TypeError("upstream_tls must be a client-side TLSContext()")
+            if upstream_stream is not None:
+                raise ValueError("upstream_tls builds the upstream stream: pass upstream_tls or "
+                                 "upstream_stream, not both")
+            upstream_stream = _tls_upstream_stream(upstream_tls, upstream_server_name or upstream[0])
+        elif upstream_server_name is not None:
+            raise ValueError("upstream_server_name applies to upstream_tls only")
         plain = transform_up is None and transform_down is None and client_stream is None \
             and upstream_stream is None
         if mode == "events" and not plain:
@@ -257,7 +291,8 @@ class _Connection:
     def connect_failed(self, error):
         proxy = self.proxy
         proxy.counters.failed += 1
-        proxy.log.warning("client %s: cannot reach upstream %s: %s; closing the client",
+        what = "TLS handshake with upstream %s failed" if isinstance(error, TLSError) else "cannot reach upstream %s"
+        proxy.log.warning("client %s: " + what + ": %s; closing the client",
                           _format(self.peer), _format(proxy.upstream), _reason(error))
         self.abort()
 
@@ -434,17 +469,29 @@ class _StreamConnection(_Connection):
     def __init__(self, proxy, sock, address):
         super().__init__(proxy, address)
         self.client = proxy.client_stream(proxy.base, sock)
+        self.client.on_event = self._client_event
         self.upstream = None
         self.sides = ()
+        self.tls = False        # TLS on either side: no half-close (see the module's documentation)
 
     def connect(self, target):
         proxy = self.proxy
         self.upstream = proxy.upstream_stream(proxy.base, target[1])
         self.upstream.on_event = self._connect_event
 
+    def _client_event(self, bev, what, error):
+        """The client's events until the upstream is connected (then its _Side takes them): a TLS
+        client's handshake ends here, or fails."""
+        if what & BufferEvent.CONNECTED and not what & BufferEvent.ERROR:
+            return
+        self.proxy.log.info("client %s: %s before the upstream was connected; closing it",
+                            _format(self.peer), _reason(error) if error else "EOF")
+        self.abort()
+
     def _connect_event(self, bev, what, error):
         if what & BufferEvent.CONNECTED:
             proxy = self.proxy
+            self.tls = isinstance(self.client, TLSBufferEvent) or isinstance(self.upstream, TLSBufferEvent)
             self.sides = (_Side(self, self.client, self.upstream, True, proxy.transform_up),
                           _Side(self, self.upstream, self.client, False, proxy.transform_down))
             self.connected()
@@ -508,7 +555,9 @@ class _Side:
             self.src.enable(READ)
 
     def event(self, bev, what, error):
-        if what & BufferEvent.EOF:
+        if what & BufferEvent.CONNECTED and not what & BufferEvent.ERROR:
+            return      # a TLS client's handshake finished after the upstream connected
+        if what & BufferEvent.EOF and not what & BufferEvent.ERROR:     # EOF|ERROR: a TLS truncation
             self.eof = True
             if len(bev.input):
                 self.readable(bev)
@@ -516,7 +565,10 @@ class _Side:
                 out = self.flush()
                 if out:
                     self.dst.write(out)
-            if len(self.dst.output):
+            if self.conn.tls:
+                # No half-close over TLS: close both sides once their output is out (close_notify).
+                self.conn.finish()
+            elif len(self.dst.output):
                 # Shut down once everything is out.
                 self.dst.set_watermark(WRITE, 0)
                 self.dst.on_write = self.drained
@@ -544,6 +596,25 @@ def _plain_upstream_stream(base, address):
     bev = BufferEvent(base)
     bev.connect(address)
     return bev
+
+
+def _tls_client_stream(ctx):
+    """The client_stream hook of Proxy(client_tls=ctx): the proxy is the TLS server."""
+    def client_stream(base, sock):
+        _nodelay(sock)
+        return TLSBufferEvent(base, ctx, sock, server_side=True)
+
+    return client_stream
+
+
+def _tls_upstream_stream(ctx, server_name):
+    """The upstream_stream hook of Proxy(upstream_tls=ctx): CONNECTED once the handshake is done."""
+    def upstream_stream(base, address):
+        bev = TLSBufferEvent(base, ctx, server_hostname=server_name)
+        bev.connect(address)
+        return bev
+
+    return upstream_stream
 
 
 def _transform(value, name):
@@ -634,17 +705,68 @@ def parser():
     p.add_argument("--mode", choices=("auto", "events", "bufferevent"), default="auto",
                    help="the engine: events (raw Events with recv_into/send, the fastest for plain TCP), "
                         "bufferevent (BufferEvents, zero-copy between them); auto: events")
+    tls = p.add_argument_group(
+        "TLS", "any combination: --tls-upstream alone wraps plain clients into TLS, --cert alone unwraps "
+               "TLS clients, both re-encrypt. With TLS on a side there is no half-close: the first EOF "
+               "closes both sides gracefully (close_notify).")
+    tls.add_argument("--tls-upstream", action="store_true",
+                     help="speak TLS to the upstream, verifying its certificate (system CAs unless --cafile)")
+    tls.add_argument("--cafile", metavar="PATH", help="trust the CA certificates in PATH (PEM) for the upstream")
+    tls.add_argument("--server-name", metavar="NAME",
+                     help="the name the upstream's certificate must carry, also sent as SNI "
+                          "(default: the --upstream host)")
+    tls.add_argument("--insecure", action="store_true",
+                     help="do not verify the upstream's certificate (anyone in between can read the traffic)")
+    tls.add_argument("--cert", metavar="PATH",
+                     help="speak TLS to clients with this certificate chain (PEM; may hold the key too)")
+    tls.add_argument("--key", metavar="PATH", help="the private key of --cert (PEM)")
     return p
+
+
+def _tls_contexts(p, args):
+    """(client_tls, upstream_tls) from the TLS flags; misuse is a usage error saying what to do."""
+    for flag in ("cafile", "server_name", "insecure"):
+        if getattr(args, flag) and not args.tls_upstream:
+            p.error(f"--{flag.replace('_', '-')} applies to TLS toward the upstream: add --tls-upstream")
+    if args.insecure and args.cafile:
+        p.error("--insecure turns verification off, so --cafile would not be used: drop one of them")
+    if args.key and not args.cert:
+        p.error("--key needs --cert PATH (the certificate chain the key belongs to)")
+    if (args.tls_upstream or args.cert) and args.mode == "events":
+        p.error("TLS runs on the bufferevent engine: drop --mode events (auto picks bufferevent)")
+    client_tls = upstream_tls = None
+    if args.cert:
+        client_tls = TLSContext(server_side=True)
+        try:
+            client_tls.load_cert_chain(args.cert, args.key)
+        except OSError as exc:      # TLSError too: a missing file, a key that does not match, ...
+            p.error(f"--cert/--key: {exc}")
+    if args.tls_upstream:
+        upstream_tls = TLSContext()
+        if args.insecure:
+            upstream_tls.check_hostname = False     # before verify_mode: TLSContext insists
+            upstream_tls.verify_mode = ssl.CERT_NONE
+        elif args.cafile:
+            try:
+                upstream_tls.load_verify_locations(cafile=args.cafile)
+            except OSError as exc:
+                p.error(f"--cafile: {exc}")
+    return client_tls, upstream_tls
 
 
 def main(argv=None):
     """``python -m levent proxy``: run a proxy until SIGINT or SIGTERM; returns the exit status."""
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    client_tls, upstream_tls = _tls_contexts(p, args)
     logging.basicConfig(level=logging.INFO, format="levent.proxy: %(message)s", stream=sys.stderr)
     with EventBase() as base:
         proxy = Proxy(base, args.listen, args.upstream, high_water=args.high_water, low_water=args.low_water,
                       idle_timeout=args.idle_timeout, connect_timeout=args.connect_timeout,
-                      max_connections=args.max_connections, mode=args.mode)
+                      max_connections=args.max_connections, mode=args.mode, client_tls=client_tls,
+                      upstream_tls=upstream_tls, upstream_server_name=args.server_name)
+        if args.insecure:
+            proxy.log.warning("--insecure: the upstream's certificate is not verified")
 
         def on_signal(signum):
             for sig in signals:
@@ -658,8 +780,10 @@ def main(argv=None):
             sig.add()
         proxy.start()
         host, port = proxy.address[:2]
+        tls = "".join(text for on, text in ((client_tls, ", TLS from clients"), (upstream_tls, ", TLS to upstream"))
+                      if on is not None)
         print(f"ready: listening on {_format((host, port))}, forwarding to {_format(args.upstream)} "
-              f"({proxy.mode})", flush=True)
+              f"({proxy.mode}{tls})", flush=True)
         base.dispatch()
         print(f"counters: {proxy.counters}", flush=True)
     return 0
