@@ -710,8 +710,8 @@ def parser():
                "TLS clients, both re-encrypt. With TLS on a side there is no half-close: the first EOF "
                "closes both sides gracefully (close_notify).")
     tls.add_argument("--tls-upstream", action="store_true",
-                     help="speak TLS to the upstream, verifying its certificate (system CAs unless --cafile)")
-    tls.add_argument("--cafile", metavar="PATH", help="trust the CA certificates in PATH (PEM) for the upstream")
+                     help="speak TLS to the upstream, verifying its certificate (the system CAs, plus --cafile)")
+    tls.add_argument("--cafile", metavar="PATH", help="also trust the CA certificates in PATH (PEM) for the upstream")
     tls.add_argument("--server-name", metavar="NAME",
                      help="the name the upstream's certificate must carry, also sent as SNI "
                           "(default: the --upstream host)")
