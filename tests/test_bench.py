@@ -253,7 +253,7 @@ def test_only_rejects_an_unknown_name(capsys):
 
 def test_only_prefix_selects_every_style():
     wanted = cli.parse_only("asyncio")
-    assert wanted["servers"] == {"asyncio-protocol", "asyncio-streams", "asyncio-proxy"}
+    assert wanted["servers"] == {"asyncio-protocol", "asyncio-streams", "asyncio-proxy", "asyncio-proxy-tls"}
     assert wanted["loops"] == {"asyncio"}
 
 
@@ -331,17 +331,19 @@ def test_every_asyncio_loop_has_protocol_and_streams_servers():
         assert ({f"{name}-protocol", f"{name}-streams"} <= names) == loop.asyncio
 
 
-def test_proxy_suite_runs_each_proxy_in_front_of_an_echo_server(tmp_path, capsys):
+def test_proxy_suite_runs_each_proxy_in_front_of_an_echo_server(tmp_path, capsys, certs):
+    # certs: only for its skip when the openssl command is missing; the harness makes its own.
     out_json = tmp_path / "r.json"
     args = cli.build_parser().parse_args([
-        "--only", "c-forward,levent-proxy,asyncio-proxy", "--duration", "0.3", "--warmup", "0.1", "--repeats", "1",
+        "--only", "c-forward,levent-proxy,asyncio-proxy,levent-proxy-tls,asyncio-proxy-tls", "--duration", "0.3",
+        "--warmup", "0.1", "--repeats", "1",
         "--no-pin", "--json", str(out_json)])
     assert cli.run(args) == 0
     report = json.loads(out_json.read_text())
     assert not report["echo"]["cells"] and not report["loops"]["workloads"]
     (cell,) = report["proxy"]["cells"]
     assert (cell["size"], cell["conns"]) == (65536, 10)
-    for name in ("c-forward", "levent-proxy", "asyncio-proxy"):
+    for name in ("c-forward", "levent-proxy", "asyncio-proxy", "levent-proxy-tls", "asyncio-proxy-tls"):
         (run,) = cell["runs"][name]
         assert run["messages"] > 0 and run["server_cpu_s"] > 0 and run["upstream_cpu_s"] >= 0
         assert not pid_alive(run["server_pid"]) and not pid_alive(run["upstream_pid"])

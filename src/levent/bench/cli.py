@@ -298,16 +298,15 @@ def plan(args, toolchain):
             loadgen, loadgen_error = toolchain.build("loadgen", ["-lm"]), None
         except echo.Skip as exc:
             loadgen_error = str(exc)
-        try:
-            upstream_error = None
-            echo.contender(echo.UPSTREAM).command(toolchain)
-        except echo.Skip as exc:
-            upstream_error = f"no upstream echo server ({echo.UPSTREAM}): {exc}"
         for c in echo.CONTENDERS:
             if c.kind not in suites or (only["servers"] and c.name not in only["servers"]):
                 continue
             why = f"no load generator: {loadgen_error}" if loadgen_error else None
-            why = why or (upstream_error if c.kind == "proxy" else None)
+            if not why and c.style in echo.UPSTREAMS:
+                try:
+                    echo.UPSTREAMS[c.style](toolchain)
+                except echo.Skip as exc:
+                    why = f"no upstream echo server: {exc}"
             if why:
                 server_plan[c.name] = (None, why)
                 continue
@@ -323,6 +322,12 @@ def plan(args, toolchain):
             loop_plan[name] = (None, why) if why else (name, None)
     workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
     return server_plan, loop_plan, workloads, loadgen
+
+
+def upstream_command(name, toolchain):
+    """The echo server a proxy contender forwards to; None for an echo contender."""
+    style = echo.contender(name).style
+    return echo.UPSTREAMS[style](toolchain) if style in echo.UPSTREAMS else None
 
 
 def run(args, out=None):
@@ -390,7 +395,6 @@ def _run(args, cfg, bindir, started, out):
     cells = {"echo": [(size, conns) for size in cfg["sizes"] for conns in cfg["conns"]] if active["echo"] else [],
              "proxy": [(size, conns) for size in cfg["proxy_sizes"] for conns in cfg["proxy_conns"]]
              if active["proxy"] else []}
-    upstream_cmd = echo.contender(echo.UPSTREAM).command(toolchain) if active["proxy"] else None
     server_weight = cfg["warmup"] + cfg["duration"] + 0.5
     if not loop_active:
         workloads = []
@@ -411,7 +415,7 @@ def _run(args, cfg, bindir, started, out):
                         try:
                             runs[name].append(echo.run_one(
                                 server_plan[name][0], loadgen, size, conns, cfg["duration"], cfg["warmup"], pinned,
-                                args.ready_timeout, upstream_cmd if kind == "proxy" else None))
+                                args.ready_timeout, upstream_command(name, toolchain)))
                         except echo.RunError as exc:
                             errors[name] = str(exc)
                             failed = True

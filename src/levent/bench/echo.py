@@ -26,8 +26,9 @@ LOADGEN_SLACK = 30.0  # seconds a loadgen run may exceed warm-up + duration
 OTHER_LOAD_WARN = 0.10  # a run where other work took this much of a core is flagged
 
 # Per style: the asyncio contender a contender is compared with, and the native ceiling.
-REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams", "proxy": "asyncio-proxy"}
-CEILING = {"protocol": "c-raw", "streams": "c-raw", "proxy": "c-forward"}
+REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams", "proxy": "asyncio-proxy",
+             "proxy-tls": "asyncio-proxy-tls"}
+CEILING = {"protocol": "c-raw", "streams": "c-raw", "proxy": "c-forward", "proxy-tls": None}
 KINDS = ("echo", "proxy")  # an echo server answers the load itself; a proxy forwards it to one
 
 
@@ -52,7 +53,7 @@ class Contender:
 
     @property
     def kind(self):
-        return "proxy" if self.style == "proxy" else "echo"
+        return "proxy" if self.style.startswith("proxy") else "echo"
 
 
 CONTENDERS: List[Contender] = []
@@ -116,6 +117,27 @@ class Toolchain:
             raise Skip(why)
         return path
 
+    def certs(self):
+        """(certificate, key) of a self-signed certificate for 127.0.0.1, made once with the openssl
+        command; the certificate is also the CA a TLS client verifies it with. Raises Skip."""
+        if "certs" not in self._built:
+            cert, key = os.path.join(self.bindir, "cert.pem"), os.path.join(self.bindir, "key.pem")
+            cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                   "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                   "-addext", "subjectAltName=IP:127.0.0.1"]
+            why = None
+            if not shutil.which("openssl"):
+                why = "the openssl command is not on PATH (Debian/Ubuntu: apt-get install openssl)"
+            else:
+                status, _, err = procs.run_to_end(cmd, 60)
+                if status != 0:
+                    why = f"openssl req failed: {(err.strip() or 'no output').splitlines()[-1]}"
+            self._built["certs"] = ((cert, key), why)
+        paths, why = self._built["certs"]
+        if why:
+            raise Skip(why)
+        return paths
+
     def _compile(self, name, flags):
         if not self.cc:
             raise Skip("no C compiler on PATH (cc, or $CC; Debian/Ubuntu: apt-get install gcc)")
@@ -140,14 +162,31 @@ def _c_server(source, *args):
 
 
 def _python_server(name, loop=None):
-    def command(_tc):
+    def command(tc):
         why = loop and registry.missing(loop)
         if why:
             raise Skip(why)
         cmd = [sys.executable, "-m", "levent.bench.servers", name, "--port", "{port}"]
-        return cmd + ["--upstream", "{upstream}"] if name.endswith("-proxy") else cmd
+        if "-proxy" in name:
+            cmd += ["--upstream", "{upstream}"]
+        if name.endswith("-proxy-tls"):
+            cmd += ["--cafile", tc.certs()[0]]
+        return cmd
 
     return command
+
+
+def _levent_proxy(tls):
+    def command(tc):
+        cmd = [sys.executable, "-m", "levent", "proxy", "--listen", "127.0.0.1:{port}", "--upstream", "127.0.0.1:{upstream}"]
+        return cmd + ["--tls-upstream", "--cafile", tc.certs()[0]] if tls else cmd
+
+    return command
+
+
+def _tls_echo(tc):
+    cert, key = tc.certs()
+    return [sys.executable, "-m", "levent.bench.servers", "tls-echo", "--port", "{port}", "--cert", cert, "--key", key]
 
 
 def _levent_raw(_tc):
@@ -166,14 +205,20 @@ register("selectors", "pure-Python selectors loop", "protocol", _python_server("
 
 # Proxies, in front of the C echo server (c-raw).
 register("c-forward", "C libevent forwarder, recv/send (ceiling)", "proxy", _c_server("forward_raw", "{port}", "{upstream}"))
-register("levent-proxy", "levent proxy (python -m levent proxy)", "proxy",
-         lambda _tc: [sys.executable, "-m", "levent", "proxy", "--listen", "127.0.0.1:{port}",
-                      "--upstream", "127.0.0.1:{upstream}"])
+register("levent-proxy", "levent proxy (python -m levent proxy)", "proxy", _levent_proxy(tls=False))
 for _loop in registry.LOOPS.values():
     if _loop.asyncio:
         register(f"{_loop.name}-proxy", f"{_loop.label} proxy (Protocols)", "proxy",
                  _python_server(f"{_loop.name}-proxy", _loop.name))
-UPSTREAM = "c-raw"  # the echo server behind every proxy
+# The same with TLS toward the upstream, a TLS echo server on levent (no C ceiling here).
+register("levent-proxy-tls", "levent proxy, TLS upstream", "proxy-tls", _levent_proxy(tls=True))
+for _loop in registry.LOOPS.values():
+    if _loop.asyncio:
+        register(f"{_loop.name}-proxy-tls", f"{_loop.label} proxy, TLS upstream", "proxy-tls",
+                 _python_server(f"{_loop.name}-proxy-tls", _loop.name))
+
+# The echo server behind the proxies of each style.
+UPSTREAMS = {"proxy": lambda tc: contender("c-raw").command(tc), "proxy-tls": _tls_echo}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
     python -m levent.bench.servers LOOP-{protocol,streams} --port PORT     # LOOP: asyncio, uvloop, ...
     python -m levent.bench.servers selectors --port PORT
     python -m levent.bench.servers LOOP-proxy --port PORT --upstream UPSTREAM_PORT
+    python -m levent.bench.servers LOOP-proxy-tls --port PORT --upstream UPSTREAM_PORT --cafile CA
+    python -m levent.bench.servers tls-echo --port PORT --cert CERT --key KEY
 
 Each listens on 127.0.0.1:PORT, prints "ready" on stdout once listening, echoes every byte back,
 and exits with status 0 on SIGTERM or SIGINT. They are the shortest idiomatic echo each style has:
@@ -14,13 +16,16 @@ and exits with status 0 on SIGTERM or SIGINT. They are the shortest idiomatic ec
              rest kept and written when the socket is writable again
   proxy      a TCP proxy to 127.0.0.1:UPSTREAM_PORT with the behaviour of levent's: Protocols moving
              bytes both ways, reading paused while the other side's write buffer is above 512 KiB
-             (asyncio's flow control), EOF passed on as write_eof(), both closed once both ended
+             (asyncio's flow control), EOF passed on as write_eof(), both closed once both ended;
+             proxy-tls speaks TLS to the upstream (verified against CA, name 127.0.0.1)
+  tls-echo   an echo server on levent's TLSBufferEvents, the upstream of the TLS proxies
 """
 import argparse
 import asyncio
 import selectors
 import signal
 import socket
+import ssl
 import sys
 
 from . import registry
@@ -92,9 +97,10 @@ class ProxyClient(ProxySide):
     """The accepted side: reading pauses until the upstream connection is made (uvloop may still
     deliver what arrived with the connection: that is kept and sent once connected)."""
 
-    def __init__(self, upstream_port):
+    def __init__(self, upstream_port, upstream_tls=None):
         super().__init__()
         self.upstream_port = upstream_port
+        self.upstream_tls = upstream_tls
         self.early = []
 
     def connection_made(self, transport):
@@ -117,7 +123,9 @@ class ProxyClient(ProxySide):
     async def connect(self):
         loop = asyncio.get_running_loop()
         try:
-            _, upstream = await loop.create_connection(ProxySide, "127.0.0.1", self.upstream_port)
+            _, upstream = await loop.create_connection(
+                ProxySide, "127.0.0.1", self.upstream_port, ssl=self.upstream_tls,
+                server_hostname="127.0.0.1" if self.upstream_tls else None)
         except OSError as exc:
             print(f"cannot reach upstream: {exc}", file=sys.stderr)
             self.transport.close()
@@ -135,16 +143,17 @@ class ProxyClient(ProxySide):
         self.transport.resume_reading()
 
 
-async def serve_asyncio(style, port, upstream_port=None):
+async def serve_asyncio(style, port, upstream_port=None, cafile=None):
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     if style == "protocol":
         server = await loop.create_server(EchoProtocol, "127.0.0.1", port, backlog=1024, reuse_address=True)
-    elif style == "proxy":
-        server = await loop.create_server(lambda: ProxyClient(upstream_port), "127.0.0.1", port, backlog=1024,
-                                          reuse_address=True)
+    elif style in ("proxy", "proxy-tls"):
+        tls = ssl.create_default_context(cafile=cafile) if style == "proxy-tls" else None
+        server = await loop.create_server(lambda: ProxyClient(upstream_port, tls), "127.0.0.1", port,
+                                          backlog=1024, reuse_address=True)
     else:
         server = await asyncio.start_server(echo_streams, "127.0.0.1", port, backlog=1024, reuse_address=True)
     print("ready", flush=True)
@@ -228,8 +237,39 @@ def serve_selectors(port):
     sel.close()
 
 
-SERVERS = ["selectors"] + [f"{name}-{style}" for name, loop in registry.LOOPS.items() if loop.asyncio
-                           for style in ("protocol", "streams", "proxy")]
+def serve_tls_echo(port, cert, key):
+    """A TLS echo server on levent's TLSBufferEvents: the upstream of the TLS proxy cell."""
+    import levent
+
+    ctx = levent.TLSContext(server_side=True)
+    ctx.load_cert_chain(cert, key)
+    with levent.EventBase() as base:
+        def on_read(bev):
+            bev.write_buffer(bev.input)
+
+        def on_event(bev, what, error):
+            if what & (levent.BufferEvent.EOF | levent.BufferEvent.ERROR):
+                bev.abort()
+
+        def on_accept(_listener, sock, _address):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports
+            bev = levent.TLSBufferEvent(base, ctx, sock, server_side=True, on_read=on_read, on_event=on_event)
+            bev.enable(levent.READ)
+
+        def on_signal(_signum):
+            base.loopbreak()
+
+        listener = levent.Listener(base, on_accept, ("127.0.0.1", port), backlog=1024)
+        signals = [levent.Signal(base, sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)]
+        for sig in signals:
+            sig.add()
+        print("ready", flush=True)
+        base.loop()
+        listener.close()
+
+
+SERVERS = ["selectors", "tls-echo"] + [f"{name}-{style}" for name, loop in registry.LOOPS.items() if loop.asyncio
+                           for style in ("protocol", "streams", "proxy", "proxy-tls")]
 
 
 def main(argv=None):
@@ -237,16 +277,22 @@ def main(argv=None):
     ap.add_argument("server", choices=SERVERS)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", type=int, metavar="PORT", help="the proxy's upstream port on 127.0.0.1")
+    ap.add_argument("--cafile", help="proxy-tls: the CA to verify the upstream with")
+    ap.add_argument("--cert", help="tls-echo: the certificate chain (PEM)")
+    ap.add_argument("--key", help="tls-echo: the private key (PEM)")
     args = ap.parse_args(argv)
-    if args.server.endswith("-proxy") and args.upstream is None:
+    if "-proxy" in args.server and args.upstream is None:
         ap.error("a proxy needs --upstream PORT")
     if args.server == "selectors":
         serve_selectors(args.port)
         return 0
-    loop_name, _, style = args.server.rpartition("-")
+    if args.server == "tls-echo":
+        serve_tls_echo(args.port, args.cert, args.key)
+        return 0
+    loop_name, _, style = args.server.partition("-")  # loop names have no dash
     loop = registry.new_loop(loop_name)
     try:
-        loop.run_until_complete(serve_asyncio(style, args.port, args.upstream))
+        loop.run_until_complete(serve_asyncio(style, args.port, args.upstream, args.cafile))
     finally:
         loop.close()
     return 0

@@ -48,7 +48,7 @@ def echo_ratios(report, name, summaries, section="echo"):
     s = summaries[name]
     style = report[section]["contenders"][name]["style"]
     ref = summaries.get(echo.REFERENCE[style])
-    ceiling = summaries.get(echo.CEILING[style])
+    ceiling = summaries.get(echo.CEILING[style]) if echo.CEILING[style] else None
     return (ref["cpu_us_per_echo"] / s["cpu_us_per_echo"] if ref else None,
             s["cpu_us_per_echo"] / ceiling["cpu_us_per_echo"] if ceiling else None)
 
@@ -112,7 +112,8 @@ def proxy_tables(report):
     tables = []
     for cell in section["cells"]:
         moved = 2 * cell["size"] / 2**20  # MiB through the proxy per echo: up and back
-        t = Table(f"proxy, {cell_title(cell['size'], cell['conns'])} (load generator -> proxy -> C echo server)",
+        t = Table(f"proxy, {cell_title(cell['size'], cell['conns'])} (load generator -> proxy -> echo server: C;"
+                  " with a TLS upstream, levent's TLS echo)",
                   ["proxy", "MiB/s", "min-max", "p50", "p99", "CPU ms/MiB", "x asyncio", "x C", "other"])
         for name, info in _running(section["contenders"]):
             s = cell["summaries"].get(name)
