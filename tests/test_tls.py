@@ -222,7 +222,9 @@ def test_abort_sends_no_close_notify(stream_base, certs, run_loop):
     bev = TLSBufferEvent(stream_base, client_context(certs), server_hostname="localhost", on_event=on_event)
     bev.connect(address)
     run_loop(stream_base)
-    assert isinstance(peer.outcome(), ssl.SSLEOFError)
+    # No close_notify: the peer sees the EOF as a truncation, or a reset when the abort dropped bytes
+    # the client had not read yet (the server's session tickets); never a clean close.
+    assert isinstance(peer.outcome(), (ssl.SSLEOFError, ConnectionResetError))
 
 
 @pytest.mark.parametrize("allow_dirty", [False, True])
