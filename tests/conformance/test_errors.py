@@ -234,7 +234,7 @@ class TestResourceWarnings:
     def test_unclosed_loop(self, loop_factory):
         lp = loop_factory()
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", ResourceWarning)
             del lp
             gc.collect()
         resource = [w for w in caught if issubclass(w.category, ResourceWarning)]
@@ -245,7 +245,7 @@ class TestResourceWarnings:
         lp = loop_factory()
         lp.close()
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", ResourceWarning)
             del lp
             gc.collect()
         assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
@@ -264,7 +264,7 @@ class TestResourceWarnings:
             tr.pause_reading()  # nothing in the loop waits for it now
             await asyncio.sleep(0)
             with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+                warnings.simplefilter("always", ResourceWarning)
                 del tr, proto
                 gc.collect()
             # the socket was closed with the transport: the peer sees EOF
