@@ -113,7 +113,7 @@ class TestLeventLoop:
                     got += await lloop.sock_recv(b, 100)
                 return got
             finally:
-                bev.abort() if hasattr(bev, "abort") else bev.close()
+                bev.abort()
 
         assert run(lloop, main()) == b"SHOUT"
 
