@@ -3,6 +3,9 @@
 The raw API mirrors libevent: an :class:`EventBase` (event_base) runs the loop; an :class:`Event`
 (event) watches an fd, a signal or a timeout; :class:`Timer` and :class:`Signal` are the evtimer and
 evsignal conveniences. A :class:`Buffer` is libevent's evbuffer.
+
+The asyncio event loop: ``levent.run(main())`` runs a coroutine as ``asyncio.run`` does, on an
+:class:`EventLoop` built on libevent (see :mod:`levent.loop`).
 """
 from levent._version import __version__
 from levent._core import (
@@ -37,6 +40,7 @@ from levent._buffer import (
 from levent._bufferevent import BufferEvent, RateLimitGroup
 from levent._listener import Listener
 from levent._tls import TLSBufferEvent, TLSContext, TLSError
+from levent.loop import EventLoop, EventLoopPolicy, install, new_event_loop, run
 
 __all__ = [
     "__version__",
@@ -63,12 +67,17 @@ __all__ = [
     "Call",
     "Event",
     "EventBase",
+    "EventLoop",
+    "EventLoopPolicy",
     "Feature",
     "LibeventVersion",
     "Signal",
     "Timer",
+    "install",
     "libevent_version",
+    "new_event_loop",
     "recv_into",
+    "run",
     "send",
     "supported_methods",
 ]

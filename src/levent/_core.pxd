@@ -105,6 +105,11 @@ cdef class Call:
     cdef bint _done
     cdef object __weakref__
 
+    # Runs the callback once the base has taken the call off its queue and marked it done. An
+    # exception it raises stops the base's loop; subclasses (the asyncio loop's handles) override it
+    # to route exceptions elsewhere.
+    cdef int _run(self) except -1
+
 
 cdef class Handle:
     # Something of libevent's that lives on an EventBase: linked into the base's list while open, and
@@ -121,6 +126,13 @@ cdef class Handle:
     cdef int _release(self) except -1
     # Called by EventBase.close(): free the C object now.
     cdef int _close_from_base(self) except -1
+
+
+# How an Event calls its callback (Event._setup's ``style``).
+cdef enum:
+    STYLE_FD = 0        # callback(fd, what, *args): Event
+    STYLE_ARGS = 1      # callback(*args): Timer, the asyncio loop's fd watchers
+    STYLE_SIGNAL = 2    # callback(signum, *args): Signal
 
 
 cdef class Event(Handle):

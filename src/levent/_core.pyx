@@ -132,13 +132,6 @@ cdef short _FD_KINDS = EV_READ | EV_WRITE | EV_CLOSED
 # evcb_flags bits that mean libevent still references the event.
 cdef short _LIVE_FLAGS = EVLIST_INSERTED | EVLIST_ACTIVE | EVLIST_ACTIVE_LATER | EVLIST_TIMEOUT
 
-# How an Event calls its callback.
-cdef enum:
-    STYLE_FD = 0        # callback(fd, what, *args): Event
-    STYLE_ARGS = 1      # callback(*args): Timer, call_later
-    STYLE_SIGNAL = 2    # callback(signum, *args): Signal
-
-
 class Feature(enum.IntFlag):
     """Backend features (event_method_feature): ask for them with ``EventBase(require=...)``."""
     ET = EV_FEATURE_ET
@@ -1007,11 +1000,8 @@ cdef class EventBase:
                 self._ncancelled -= 1
                 continue
             call._done = True
-            callback, args = call._callback, call._args
-            call._callback = None
-            call._args = ()
             try:
-                callback(*args)
+                call._run()
             except BaseException as exc:
                 self._stop_with(exc)
         return 0
@@ -1133,7 +1123,6 @@ cdef class EventBase:
         cdef list batch = self._soon
         cdef Py_ssize_t i, n = len(batch)
         cdef Call call
-        cdef tuple args
         self._soon = []
         for i in range(n):
             if self._break_requested or self._exc is not None:
@@ -1143,11 +1132,8 @@ cdef class EventBase:
             if call._cancelled:
                 continue
             call._done = True
-            callback, args = call._callback, call._args
-            call._callback = None
-            call._args = ()
             try:
-                callback(*args)
+                call._run()
             except BaseException as exc:
                 self._stop_with(exc)
         return 0
@@ -1771,6 +1757,13 @@ cdef class Call:
 
     def __init__(self):
         raise TypeError("Call objects are made by EventBase.call_soon(), call_later() and call_at()")
+
+    cdef int _run(self) except -1:
+        callback, args = self._callback, self._args
+        self._callback = None   # drop what the call holds as soon as it ran
+        self._args = ()
+        callback(*args)
+        return 0
 
     @property
     def when(self):
