@@ -34,7 +34,7 @@ cdef class Handle(Call):
 
     cdef LoopCore _loop
     cdef object _context
-    cdef list _source_traceback
+    cdef object _source_traceback     # a traceback.StackSummary (debug mode)
 
     def get_context(self):
         """The contextvars.Context the callback runs in."""
@@ -192,7 +192,7 @@ cdef class LoopCore:
         return 0
 
     cdef int _check_callback_debug(self, callback, str method) except -1:
-        if coroutines.iscoroutine(callback) or coroutines._iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
         return 0
 
