@@ -506,7 +506,7 @@ cdef class EventBase:
         self._soon = []
         self._soon_ev_ready = self._soon_armed = False
         self._soon_batches = 1
-        self._break_requested = False
+        self._break_requested = self._exit_requested = False
         self._dispatched = 0
 
     def __init__(self, *, method=None, avoid=(), require=0, int priorities=1, bint precise_timer=False,
@@ -716,7 +716,7 @@ cdef class EventBase:
                 + (" (loop() called from one of its callbacks)"
                    if self._loop_thread == PyThread_get_thread_ident() else " in another thread"))
         self._loop_thread = PyThread_get_thread_ident()
-        self._break_requested = False
+        self._break_requested = self._exit_requested = False
         try:
             old_wakeup = self._arm_signals()
             try:
@@ -769,7 +769,7 @@ cdef class EventBase:
     cdef bint _stopping(self):
         # libevent resets its exit/break flags when each event_base_loop call begins: look at them
         # between the calls, along with levent's own.
-        return (self._exc is not None or self._break_requested
+        return (self._exc is not None or self._break_requested or self._exit_requested
                 or event_base_got_break(self._base) or event_base_got_exit(self._base))
 
     cdef object _arm_signals(self):
@@ -850,6 +850,9 @@ cdef class EventBase:
         cdef int rc
         self._ensure_open()
         if delay is None:
+            # libevent sets its flag from a callback activated for later in this iteration; levent's
+            # own flag ends a run of call_soon batches at once.
+            self._exit_requested = True
             rc = event_base_loopexit(self._base, NULL)
         else:
             _timeout_until(self, _precise_now() + _seconds(delay), &tv)

@@ -19,6 +19,9 @@ import sys
 from asyncio import coroutines, format_helpers
 from asyncio.log import logger
 
+# asyncio's own test for coroutine functions (renamed in 3.12).
+_iscoroutinefunction = getattr(coroutines, '_iscoroutinefunction', coroutines.iscoroutinefunction)
+
 
 # Batches of call_soon callbacks run back to back before polling for I/O (EventBase._soon_batches).
 cdef int SOON_BATCHES = 16
@@ -38,7 +41,7 @@ cdef class Handle(Call):
 
     cdef LoopCore _loop
     cdef object _context
-    cdef list _source_traceback
+    cdef object _source_traceback    # a traceback.StackSummary, in debug mode
 
     def get_context(self):
         """The contextvars.Context the callback runs in."""
@@ -203,7 +206,7 @@ cdef class LoopCore:
         return 0
 
     cdef int _check_callback_debug(self, callback, str method) except -1:
-        if coroutines.iscoroutine(callback) or coroutines._iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
         return 0
 
