@@ -326,19 +326,23 @@ cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
     cdef double deadline
     base._dispatched += 1
     what &= _ALL_KINDS    # epoll ORs EV_ET into what; callbacks get the kinds that happened
+    # Own references: Cython would pass ev._callback and ev._args borrowed, and a callback that closes
+    # its Event drops them (and whatever only they kept alive) while it runs.
+    cdef object callback = ev._callback
+    cdef tuple args = ev._args
     try:
         if ev._style == STYLE_FD:
-            if ev._args:
-                ev._callback(ev._fd_obj, what, *ev._args)
+            if args:
+                callback(ev._fd_obj, what, *args)
             else:
-                ev._callback(ev._fd_obj, what)
+                callback(ev._fd_obj, what)
         elif ev._style == STYLE_ARGS:
-            if ev._args:
-                ev._callback(*ev._args)
+            if args:
+                callback(*args)
             else:
-                ev._callback()
+                callback()
         else:
-            ev._callback(ev._fd_obj, *ev._args)
+            callback(ev._fd_obj, *args)
     except BaseException as exc:
         base._stop_with(exc)
     if (ev._timeout >= 0 and ev._add_serial == serial and ev._assigned

@@ -274,14 +274,27 @@ cdef class LoopCore:
         self.base._push_call(handle)
         return handle
 
+    def _run_one_iteration(self):
+        # stop() before run_forever(): one iteration that polls without waiting and runs one batch of
+        # callbacks, as asyncio's, so what they schedule waits for the next run.
+        cdef EventBase base = self.base
+        cdef int batches = base._soon_batches
+        base._soon_batches = 1
+        try:
+            base.loop(once=True, nonblock=True)
+        finally:
+            base._soon_batches = batches
+
     def time(self):
         """The loop's clock: ``time.monotonic()``."""
         return _now()
 
     # -- fd watchers --------------------------------------------------------------------------------
 
-    cdef int _add_watcher(self, dict watchers, short kind, fd, callback, tuple args) except -1:
+    cdef Handle _add_watcher(self, dict watchers, short kind, fd, callback, tuple args):
         cdef int fdnum = _fileno(fd)
+        if fdnum < 0:
+            raise ValueError(f"Invalid file descriptor: {fdnum}")
         self._check_closed()
         self._check_callback(callback, 'add_reader' if kind == EV_READ else 'add_writer')
         cdef Handle handle = self._handle(Handle, callback, args, None)
@@ -291,14 +304,14 @@ cdef class LoopCore:
             (<Handle>ev._args[0])._cancelled = True
             ev._callback = Handle._run_watcher
             ev._args = (handle,)
-            return 0
+            return handle
         ev = Event.__new__(Event)
         ev._setup(self.base, fdnum, kind | EV_PERSIST, Handle._run_watcher, (handle,), STYLE_ARGS)
         if not isinstance(fd, int):
             ev._fileobj = fd        # keep the file object open while it is watched
         ev.add()
         watchers[fdnum] = ev
-        return 0
+        return handle
 
     cdef bint _remove_watcher(self, dict watchers, fd) except -1:
         cdef int fdnum = _fileno(fd)
@@ -321,13 +334,15 @@ cdef class LoopCore:
         return 0
 
     def _add_reader(self, fd, callback, *args):
-        self._add_watcher(self._readers, EV_READ, fd, callback, args)
+        # Returns the Handle, as asyncio's selector loop (3.12+) does: its owner can tell whether it
+        # was replaced since.
+        return self._add_watcher(self._readers, EV_READ, fd, callback, args)
 
     def _remove_reader(self, fd):
         return self._remove_watcher(self._readers, fd)
 
     def _add_writer(self, fd, callback, *args):
-        self._add_watcher(self._writers, EV_WRITE, fd, callback, args)
+        return self._add_watcher(self._writers, EV_WRITE, fd, callback, args)
 
     def _remove_writer(self, fd):
         return self._remove_watcher(self._writers, fd)

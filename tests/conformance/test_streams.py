@@ -1,0 +1,231 @@
+"""Streams on the loop: asyncio.open_connection / start_server, open_unix_connection /
+start_unix_server, readline / readexactly / readuntil, 20 MiB each way, drain and backpressure."""
+import asyncio
+import hashlib
+import os
+import tempfile
+
+import pytest
+
+from .util import run
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def unix_path():
+    d = tempfile.mkdtemp(prefix="lvc")
+    p = os.path.join(d, "st.sock")
+    try:
+        yield p
+    finally:
+        if os.path.exists(p):
+            os.unlink(p)
+        os.rmdir(d)
+
+
+async def echo_handler(reader, writer):
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def start(kind, handler, unix_path, **kwargs):
+    """(server, open) where open() opens a client stream pair to it."""
+    if kind == "tcp":
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, **kwargs)
+        addr = server.sockets[0].getsockname()
+        return server, lambda **kw: asyncio.open_connection(*addr, **kw)
+    server = await asyncio.start_unix_server(handler, unix_path, **kwargs)
+    return server, lambda **kw: asyncio.open_unix_connection(unix_path, **kw)
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def kind(request):
+    return request.param
+
+
+class TestStreams:
+    def test_echo(self, loop, kind, unix_path):
+        async def main():
+            server, connect = await start(kind, echo_handler, unix_path)
+            async with server:
+                reader, writer = await connect()
+                assert writer.transport.get_extra_info("peername") is not None
+                writer.write(b"hello\n")
+                await writer.drain()
+                line = await reader.readline()
+                writer.write_eof()
+                rest = await reader.read()
+                writer.close()
+                await writer.wait_closed()
+                return line, rest
+
+        assert run(loop, main()) == (b"hello\n", b"")
+
+    def test_readline_readexactly_readuntil(self, loop, kind, unix_path):
+        async def handler(reader, writer):
+            writer.write(b"line one\nline two\nEXACTLYabc--SEP--tail")
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            server, connect = await start(kind, handler, unix_path)
+            async with server:
+                reader, writer = await connect()
+                try:
+                    got = [await reader.readline(), await reader.readline(),
+                           await reader.readexactly(7), await reader.readuntil(b"--SEP--")]
+                    with pytest.raises(asyncio.IncompleteReadError) as info:
+                        await reader.readexactly(100)
+                    got.append(info.value.partial)
+                    got.append(await reader.readline())  # at EOF
+                    assert reader.at_eof()
+                    return got
+                finally:
+                    writer.close()
+                    await writer.wait_closed()
+
+        assert run(loop, main()) == [b"line one\n", b"line two\n", b"EXACTLY", b"abc--SEP--",
+                                     b"tail", b""]
+
+    def test_readuntil_limit(self, loop, kind, unix_path):
+        async def handler(reader, writer):
+            writer.write(b"x" * 200 + b"\n")
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            server, connect = await start(kind, handler, unix_path)
+            async with server:
+                reader, writer = await connect(limit=64)
+                try:
+                    with pytest.raises(asyncio.LimitOverrunError):
+                        await reader.readuntil(b"\n")
+                finally:
+                    writer.close()
+                    await writer.wait_closed()
+
+        run(loop, main())
+
+    def test_large_transfer_both_ways(self, loop, kind, unix_path):
+        size = 20 * MiB
+        up = os.urandom(size)
+        down = os.urandom(size)
+        server_saw = []
+
+        async def handler(reader, writer):
+            async def send():
+                view = memoryview(down)
+                for i in range(0, size, 256 * 1024):
+                    writer.write(view[i:i + 256 * 1024])
+                    await writer.drain()
+                writer.write_eof()
+
+            sender = asyncio.ensure_future(send())
+            h = hashlib.sha256()
+            n = 0
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                h.update(data)
+                n += len(data)
+            server_saw.append((n, h.hexdigest()))
+            await sender
+            writer.close()
+
+        async def main():
+            server, connect = await start(kind, handler, unix_path)
+            async with server:
+                reader, writer = await connect()
+
+                async def send():
+                    view = memoryview(up)
+                    for i in range(0, size, 1 << 20):
+                        writer.write(view[i:i + (1 << 20)])
+                        await writer.drain()
+                    writer.write_eof()
+
+                sender = asyncio.ensure_future(send())
+                h = hashlib.sha256()
+                n = 0
+                while True:
+                    data = await reader.read(1 << 20)
+                    if not data:
+                        break
+                    h.update(data)
+                    n += len(data)
+                await sender
+                writer.close()
+                await writer.wait_closed()
+                return n, h.hexdigest()
+
+        n, digest = run(loop, main(), timeout=60)
+        assert (n, digest) == (size, hashlib.sha256(down).hexdigest())
+        assert server_saw == [(size, hashlib.sha256(up).hexdigest())]
+
+    def test_drain_waits_for_the_peer(self, loop, kind, unix_path):
+        size = 32 * MiB
+        may_read = None
+        received = []
+
+        async def handler(reader, writer):
+            await may_read
+            n = 0
+            while True:
+                data = await reader.read(1 << 20)
+                if not data:
+                    break
+                n += len(data)
+            received.append(n)
+            writer.close()
+
+        async def main():
+            nonlocal may_read
+            may_read = loop.create_future()
+            server, connect = await start(kind, handler, unix_path)
+            async with server:
+                reader, writer = await connect()
+                writer.write(b"z" * size)
+                drain = asyncio.ensure_future(writer.drain())
+                await asyncio.sleep(0.1)
+                # 32 MiB do not fit in the kernel's buffers: the transport holds the rest
+                assert writer.transport.get_write_buffer_size() > 0
+                assert not drain.done(), "drain() returned while the peer was not reading"
+                may_read.set_result(None)
+                await drain
+                writer.write_eof()
+                assert await reader.read() == b""
+                writer.close()
+                await writer.wait_closed()
+
+        run(loop, main(), timeout=30)
+        assert received == [size]
+
+    def test_server_close_with_client_streams(self, loop, kind, unix_path):
+        async def handler(reader, writer):
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+
+        async def main():
+            server, connect = await start(kind, handler, unix_path)
+            reader, writer = await connect()
+            writer.write(b"one line\n")
+            line = await reader.readline()
+            assert await reader.read() == b""
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+            return line
+
+        assert run(loop, main()) == b"one line\n"
