@@ -254,3 +254,17 @@ def test_debug_mode_logs_a_slow_callback(loop, caplog):
     with caplog.at_level("WARNING", logger="asyncio"):
         run_briefly(loop, 0.03)
     assert any("took" in r.getMessage() and "sleep" in r.getMessage() for r in caplog.records)
+
+
+def test_infinite_and_nan_deadlines(loop):
+    import math
+    ran = []
+    never = loop.call_at(math.inf, ran.append, "inf")
+    assert never.when() == math.inf
+    loop.call_later(-math.inf, ran.append, "-inf")
+    with pytest.raises(ValueError, match="NaN"):
+        loop.call_at(math.nan, ran.append, "nan")
+    run_briefly(loop, 0.02)
+    assert ran == ["-inf"]
+    never.cancel()
+    assert never.cancelled()

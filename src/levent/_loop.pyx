@@ -8,7 +8,7 @@ handler instead of stopping the loop. add_reader/add_writer are levent Events ca
 """
 cimport cython
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
-from libc.math cimport isfinite
+from libc.math cimport INFINITY, isnan
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE
@@ -266,11 +266,15 @@ cdef class LoopCore:
         if self._debug:
             self._check_thread()
         self._check_callback(callback, method)
-        if not isfinite(when):
-            raise ValueError(f'{method}(): the deadline must be finite, not {when!r}')
+        if isnan(when):
+            raise ValueError(f'{method}(): the deadline is NaN')
         cdef TimerHandle handle = <TimerHandle>self._handle(TimerHandle, callback, args, context)
-        handle._base = self.base
         handle._when = when
+        if when == INFINITY:
+            return handle       # never due: it stays off the heap (cancel() works all the same)
+        if when == -INFINITY:
+            handle._when = 0.0  # long past: due at once, and a finite deadline for the timerfd
+        handle._base = self.base
         self.base._push_call(handle)
         return handle
 
