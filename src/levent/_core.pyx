@@ -387,6 +387,10 @@ cdef void _wakeup_callback(evutil_socket_t fd, short what, void *arg) noexcept w
         base._stop_with(exc)
 
 
+# How long consecutive call_soon batches may run without polling for I/O (see _soon_batches).
+cdef double SOON_BATCHES_SECONDS = 100e-6
+
+
 # call_later's heap, ordered by (when, seq): FIFO among equal deadlines.
 
 cdef inline bint _entry_before(const CallEntry *a, const CallEntry *b) noexcept nogil:
@@ -445,11 +449,22 @@ cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
 cdef void _soon_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
     # The base owns this event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
+    cdef int batches = 0
+    cdef double started = 0
     base._dispatched += 1
-    try:
-        base._run_soon()
-    except BaseException as exc:
-        base._stop_with(exc)
+    while True:
+        try:
+            base._run_soon()
+        except BaseException as exc:
+            base._stop_with(exc)
+        batches += 1
+        # Up to _soon_batches batches, within SOON_BATCHES_SECONDS, before polling for I/O again.
+        if not base._soon or batches >= base._soon_batches or base._stopping():
+            break
+        if batches == 1:
+            started = _precise_now()
+        elif _precise_now() - started > SOON_BATCHES_SECONDS:
+            break
     base._soon_armed = False
     if base._soon:
         try:
@@ -494,7 +509,8 @@ cdef class EventBase:
         self._armed_when = INFINITY
         self._soon = []
         self._soon_ev_ready = self._soon_armed = False
-        self._break_requested = False
+        self._soon_batches = 1
+        self._break_requested = self._exit_requested = False
         self._dispatched = 0
 
     def __init__(self, *, method=None, avoid=(), require=0, int priorities=1, bint precise_timer=False,
@@ -704,7 +720,7 @@ cdef class EventBase:
                 + (" (loop() called from one of its callbacks)"
                    if self._loop_thread == PyThread_get_thread_ident() else " in another thread"))
         self._loop_thread = PyThread_get_thread_ident()
-        self._break_requested = False
+        self._break_requested = self._exit_requested = False
         try:
             old_wakeup = self._arm_signals()
             try:
@@ -757,7 +773,7 @@ cdef class EventBase:
     cdef bint _stopping(self):
         # libevent resets its exit/break flags when each event_base_loop call begins: look at them
         # between the calls, along with levent's own.
-        return (self._exc is not None or self._break_requested
+        return (self._exc is not None or self._break_requested or self._exit_requested
                 or event_base_got_break(self._base) or event_base_got_exit(self._base))
 
     cdef object _arm_signals(self):
@@ -838,6 +854,9 @@ cdef class EventBase:
         cdef int rc
         self._ensure_open()
         if delay is None:
+            # libevent sets its flag from a callback activated for later in this iteration; levent's
+            # own flag ends a run of call_soon batches at once.
+            self._exit_requested = True
             rc = event_base_loopexit(self._base, NULL)
         else:
             _timeout_until(self, _precise_now() + _seconds(delay), &tv)
@@ -1390,7 +1409,6 @@ cdef class Handle:
 
 
 @cython.no_gc_clear   # __dealloc__ needs _base alive to delete the C event
-@cython.freelist(64)
 cdef class Event(Handle):
     """An event: libevent's ``event`` on an fd, a signal or a timeout.
 

@@ -8,7 +8,7 @@ handler instead of stopping the loop. add_reader/add_writer are levent Events ca
 """
 cimport cython
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
-from libc.math cimport isfinite
+from libc.math cimport INFINITY, isnan
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE
@@ -18,6 +18,13 @@ import sys
 
 from asyncio import coroutines, format_helpers
 from asyncio.log import logger
+
+# asyncio's own test for coroutine functions (renamed in 3.12).
+_iscoroutinefunction = getattr(coroutines, '_iscoroutinefunction', coroutines.iscoroutinefunction)
+
+
+# Batches of call_soon callbacks run back to back before polling for I/O (EventBase._soon_batches).
+cdef int SOON_BATCHES = 16
 
 
 cdef inline double _now() noexcept nogil:
@@ -34,7 +41,7 @@ cdef class Handle(Call):
 
     cdef LoopCore _loop
     cdef object _context
-    cdef object _source_traceback     # a traceback.StackSummary (debug mode)
+    cdef object _source_traceback    # a traceback.StackSummary, in debug mode
 
     def get_context(self):
         """The contextvars.Context the callback runs in."""
@@ -42,26 +49,31 @@ cdef class Handle(Call):
 
     def _run_watcher(self):
         # An fd watcher's Event calls this each time the fd is ready: the same handle runs again.
-        if self._cancelled:
-            self._loop._drop_watcher(self)
+        # ``handle`` is a strong reference: the callback may remove the watcher, which drops the
+        # Event's reference to this handle while it runs.
+        cdef Handle handle = self
+        if handle._cancelled:
+            handle._loop._drop_watcher(handle)
         else:
-            self._run()
+            handle._run()
 
     cdef int _run(self) except -1:
         cdef LoopCore loop = self._loop
         cdef double started
         if loop._debug:
             return self._run_debug()
+        # Local references: the callback may cancel this handle, which drops its callback and args.
+        callback, args, context = self._callback, self._args, self._context
         try:
-            PyContext_Enter(self._context)
+            PyContext_Enter(context)
             try:
-                self._callback(*self._args)
+                callback(*args)
             finally:
-                PyContext_Exit(self._context)
+                PyContext_Exit(context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._report(exc)
+            self._report(exc, callback, args)
         return 0
 
     cdef int _run_debug(self) except -1:
@@ -69,17 +81,18 @@ cdef class Handle(Call):
         loop = self._loop
         loop._current_handle = self
         started = _now()
+        callback, args, context = self._callback, self._args, self._context
         try:
             try:
-                PyContext_Enter(self._context)
+                PyContext_Enter(context)
                 try:
-                    self._callback(*self._args)
+                    callback(*args)
                 finally:
-                    PyContext_Exit(self._context)
+                    PyContext_Exit(context)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._report(exc)
+                self._report(exc, callback, args)
             took = _now() - started
             if took >= loop.slow_callback_duration:
                 logger.warning('Executing %s took %.3f seconds', _format_handle(self), took)
@@ -87,9 +100,9 @@ cdef class Handle(Call):
             loop._current_handle = None
         return 0
 
-    cdef int _report(self, exc) except -1:
+    cdef int _report(self, exc, callback, tuple args) except -1:
         context = {
-            'message': f'Exception in callback {format_helpers._format_callback_source(self._callback, self._args)}',
+            'message': f'Exception in callback {format_helpers._format_callback_source(callback, args)}',
             'exception': exc,
             'handle': self,
         }
@@ -172,6 +185,7 @@ cdef class LoopCore:
 
     def __cinit__(self, *args, **kwargs):
         self.base = EventBase()
+        self.base._soon_batches = SOON_BATCHES
         self._readers = {}
         self._writers = {}
 
@@ -192,7 +206,7 @@ cdef class LoopCore:
         return 0
 
     cdef int _check_callback_debug(self, callback, str method) except -1:
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
         return 0
 
@@ -252,13 +266,28 @@ cdef class LoopCore:
         if self._debug:
             self._check_thread()
         self._check_callback(callback, method)
-        if not isfinite(when):
-            raise ValueError(f'{method}(): the deadline must be finite, not {when!r}')
+        if isnan(when):
+            raise ValueError(f'{method}(): the deadline is NaN')
         cdef TimerHandle handle = <TimerHandle>self._handle(TimerHandle, callback, args, context)
-        handle._base = self.base
         handle._when = when
+        if when == INFINITY:
+            return handle       # never due: it stays off the heap (cancel() works all the same)
+        if when == -INFINITY:
+            handle._when = 0.0  # long past: due at once, and a finite deadline for the timerfd
+        handle._base = self.base
         self.base._push_call(handle)
         return handle
+
+    def _run_one_iteration(self):
+        # stop() before run_forever(): one iteration that polls without waiting and runs one batch of
+        # callbacks, as asyncio's, so what they schedule waits for the next run.
+        cdef EventBase base = self.base
+        cdef int batches = base._soon_batches
+        base._soon_batches = 1
+        try:
+            base.loop(once=True, nonblock=True)
+        finally:
+            base._soon_batches = batches
 
     def time(self):
         """The loop's clock: ``time.monotonic()``."""
@@ -268,6 +297,8 @@ cdef class LoopCore:
 
     cdef Handle _add_watcher(self, dict watchers, short kind, fd, callback, tuple args):
         cdef int fdnum = _fileno(fd)
+        if fdnum < 0:
+            raise ValueError(f"Invalid file descriptor: {fdnum}")
         self._check_closed()
         self._check_callback(callback, 'add_reader' if kind == EV_READ else 'add_writer')
         cdef Handle handle = self._handle(Handle, callback, args, None)
