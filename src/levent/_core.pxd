@@ -61,6 +61,11 @@ cdef class EventBase:
     cdef event _soon_ev
     cdef bint _soon_ev_ready
     cdef bint _soon_armed
+    # How many batches may run back to back before the loop polls for I/O again (within 100 µs). 1
+    # for the raw API, whose call_soon promises a poll between batches; the asyncio loop, which
+    # promises no such thing, runs more and saves a poll system call per batch (Tokio polls its I/O
+    # driver every 61 tasks for the same reason).
+    cdef int _soon_batches
     # Set by loopbreak(), cleared when loop() starts: stops a batch of calls.
     cdef bint _break_requested
     # Counts the callbacks levent ran: tells loop() whether a non-blocking pass found work.

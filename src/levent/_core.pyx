@@ -383,6 +383,10 @@ cdef void _wakeup_callback(evutil_socket_t fd, short what, void *arg) noexcept w
         base._stop_with(exc)
 
 
+# How long consecutive call_soon batches may run without polling for I/O (see _soon_batches).
+cdef double SOON_BATCHES_SECONDS = 100e-6
+
+
 # call_later's heap, ordered by (when, seq): FIFO among equal deadlines.
 
 cdef inline bint _entry_before(const CallEntry *a, const CallEntry *b) noexcept nogil:
@@ -441,11 +445,22 @@ cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
 cdef void _soon_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
     # The base owns this event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
+    cdef int batches = 0
+    cdef double started = 0
     base._dispatched += 1
-    try:
-        base._run_soon()
-    except BaseException as exc:
-        base._stop_with(exc)
+    while True:
+        try:
+            base._run_soon()
+        except BaseException as exc:
+            base._stop_with(exc)
+        batches += 1
+        # Up to _soon_batches batches, within SOON_BATCHES_SECONDS, before polling for I/O again.
+        if not base._soon or batches >= base._soon_batches or base._stopping():
+            break
+        if batches == 1:
+            started = _precise_now()
+        elif _precise_now() - started > SOON_BATCHES_SECONDS:
+            break
     base._soon_armed = False
     if base._soon:
         try:
@@ -490,6 +505,7 @@ cdef class EventBase:
         self._armed_when = INFINITY
         self._soon = []
         self._soon_ev_ready = self._soon_armed = False
+        self._soon_batches = 1
         self._break_requested = False
         self._dispatched = 0
 
@@ -1386,7 +1402,6 @@ cdef class Handle:
 
 
 @cython.no_gc_clear   # __dealloc__ needs _base alive to delete the C event
-@cython.freelist(64)
 cdef class Event(Handle):
     """An event: libevent's ``event`` on an fd, a signal or a timeout.
 

@@ -20,6 +20,10 @@ from asyncio import coroutines, format_helpers
 from asyncio.log import logger
 
 
+# Batches of call_soon callbacks run back to back before polling for I/O (EventBase._soon_batches).
+cdef int SOON_BATCHES = 16
+
+
 cdef inline double _now() noexcept nogil:
     # The clock of time.monotonic() and of the EventBase's call_later heap.
     cdef timespec ts
@@ -42,26 +46,31 @@ cdef class Handle(Call):
 
     def _run_watcher(self):
         # An fd watcher's Event calls this each time the fd is ready: the same handle runs again.
-        if self._cancelled:
-            self._loop._drop_watcher(self)
+        # ``handle`` is a strong reference: the callback may remove the watcher, which drops the
+        # Event's reference to this handle while it runs.
+        cdef Handle handle = self
+        if handle._cancelled:
+            handle._loop._drop_watcher(handle)
         else:
-            self._run()
+            handle._run()
 
     cdef int _run(self) except -1:
         cdef LoopCore loop = self._loop
         cdef double started
         if loop._debug:
             return self._run_debug()
+        # Local references: the callback may cancel this handle, which drops its callback and args.
+        callback, args, context = self._callback, self._args, self._context
         try:
-            PyContext_Enter(self._context)
+            PyContext_Enter(context)
             try:
-                self._callback(*self._args)
+                callback(*args)
             finally:
-                PyContext_Exit(self._context)
+                PyContext_Exit(context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._report(exc)
+            self._report(exc, callback, args)
         return 0
 
     cdef int _run_debug(self) except -1:
@@ -69,17 +78,18 @@ cdef class Handle(Call):
         loop = self._loop
         loop._current_handle = self
         started = _now()
+        callback, args, context = self._callback, self._args, self._context
         try:
             try:
-                PyContext_Enter(self._context)
+                PyContext_Enter(context)
                 try:
-                    self._callback(*self._args)
+                    callback(*args)
                 finally:
-                    PyContext_Exit(self._context)
+                    PyContext_Exit(context)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._report(exc)
+                self._report(exc, callback, args)
             took = _now() - started
             if took >= loop.slow_callback_duration:
                 logger.warning('Executing %s took %.3f seconds', _format_handle(self), took)
@@ -87,9 +97,9 @@ cdef class Handle(Call):
             loop._current_handle = None
         return 0
 
-    cdef int _report(self, exc) except -1:
+    cdef int _report(self, exc, callback, tuple args) except -1:
         context = {
-            'message': f'Exception in callback {format_helpers._format_callback_source(self._callback, self._args)}',
+            'message': f'Exception in callback {format_helpers._format_callback_source(callback, args)}',
             'exception': exc,
             'handle': self,
         }
@@ -172,6 +182,7 @@ cdef class LoopCore:
 
     def __cinit__(self, *args, **kwargs):
         self.base = EventBase()
+        self.base._soon_batches = SOON_BATCHES
         self._readers = {}
         self._writers = {}
 
@@ -275,11 +286,11 @@ cdef class LoopCore:
         if ev is not None:
             # Replace the callback, as asyncio does: the Event stays registered.
             (<Handle>ev._args[0])._cancelled = True
-            ev._callback = handle._run_watcher
+            ev._callback = Handle._run_watcher
             ev._args = (handle,)
             return 0
         ev = Event.__new__(Event)
-        ev._setup(self.base, fdnum, kind | EV_PERSIST, handle._run_watcher, (handle,), STYLE_ARGS)
+        ev._setup(self.base, fdnum, kind | EV_PERSIST, Handle._run_watcher, (handle,), STYLE_ARGS)
         if not isinstance(fd, int):
             ev._fileobj = fd        # keep the file object open while it is watched
         ev.add()
