@@ -277,7 +277,7 @@ cdef class LoopCore:
 
     # -- fd watchers --------------------------------------------------------------------------------
 
-    cdef int _add_watcher(self, dict watchers, short kind, fd, callback, tuple args) except -1:
+    cdef Handle _add_watcher(self, dict watchers, short kind, fd, callback, tuple args):
         cdef int fdnum = _fileno(fd)
         self._check_closed()
         self._check_callback(callback, 'add_reader' if kind == EV_READ else 'add_writer')
@@ -288,14 +288,14 @@ cdef class LoopCore:
             (<Handle>ev._args[0])._cancelled = True
             ev._callback = Handle._run_watcher
             ev._args = (handle,)
-            return 0
+            return handle
         ev = Event.__new__(Event)
         ev._setup(self.base, fdnum, kind | EV_PERSIST, Handle._run_watcher, (handle,), STYLE_ARGS)
         if not isinstance(fd, int):
             ev._fileobj = fd        # keep the file object open while it is watched
         ev.add()
         watchers[fdnum] = ev
-        return 0
+        return handle
 
     cdef bint _remove_watcher(self, dict watchers, fd) except -1:
         cdef int fdnum = _fileno(fd)
@@ -318,13 +318,15 @@ cdef class LoopCore:
         return 0
 
     def _add_reader(self, fd, callback, *args):
-        self._add_watcher(self._readers, EV_READ, fd, callback, args)
+        # Returns the Handle, as asyncio's selector loop (3.12+) does: its owner can tell whether it
+        # was replaced since.
+        return self._add_watcher(self._readers, EV_READ, fd, callback, args)
 
     def _remove_reader(self, fd):
         return self._remove_watcher(self._readers, fd)
 
     def _add_writer(self, fd, callback, *args):
-        self._add_watcher(self._writers, EV_WRITE, fd, callback, args)
+        return self._add_watcher(self._writers, EV_WRITE, fd, callback, args)
 
     def _remove_writer(self, fd):
         return self._remove_watcher(self._writers, fd)

@@ -19,11 +19,12 @@ from asyncio import base_events, coroutines, events
 from asyncio.log import logger
 
 from levent._loop import Handle, LoopCore, TimerHandle
+from levent._sockets import SocketsMixin
 
 __all__ = ["EventLoop", "EventLoopPolicy", "Handle", "TimerHandle", "install", "new_event_loop", "run"]
 
 
-class EventLoop(LoopCore, base_events.BaseEventLoop):
+class EventLoop(LoopCore, SocketsMixin, base_events.BaseEventLoop):
     """An asyncio event loop on libevent. Use it wherever asyncio takes a loop: ``levent.run(main())``,
     ``asyncio.run(main(), loop_factory=levent.new_event_loop)`` (3.12+), or
     ``asyncio.set_event_loop_policy(levent.EventLoopPolicy())``."""
@@ -33,6 +34,8 @@ class EventLoop(LoopCore, base_events.BaseEventLoop):
         self._signal_handlers = {}
         # fd -> the transport using it: add_reader() and friends must not take a transport's fd.
         self._transports = weakref.WeakValueDictionary()
+        # UNIX server socket -> inode of its path, removed by _stop_serving (3.13's cleanup_socket).
+        self._unix_server_sockets = {}
 
     def __repr__(self):
         return (f'<{type(self).__name__} running={self.is_running()} closed={self.is_closed()} '

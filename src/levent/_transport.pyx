@@ -1,0 +1,793 @@
+# cython: language_level=3
+"""Stream transports of levent's asyncio loop: TCP and UNIX sockets (:class:`SocketTransport`).
+
+The work happens in :class:`TransportCore`, a native object on two raw libevent events of the loop's
+EventBase (no bufferevent: libevent 2.1 reads 4 KiB per evbuffer_read). On readable it recv()s into a
+buffer shared by all transports (the GIL is held from recv() to the bytes copy, so one static buffer
+serves every loop and thread) and calls the protocol directly; write() sends at once when nothing is
+queued and queues the rest without copying immutable data, the write event registered only while
+something is queued.
+
+The object the protocol sees is a :class:`SocketTransport`, a real ``asyncio.Transport`` (a cdef class
+cannot inherit it: its ``__slots__`` layout conflicts), whose methods are compiled forwarders to the
+core. Semantics follow asyncio's ``_SelectorSocketTransport`` (3.9-3.13), including its error messages.
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.string cimport memset
+from posix.uio cimport iovec
+
+from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_assign, event_del
+from libevent_pxd.event_struct cimport event
+from libevent_pxd.util cimport evutil_socket_t
+from levent._core cimport EventBase, Handle
+
+import asyncio
+import os
+import socket
+import sys
+import warnings
+from asyncio import base_events, constants, futures, protocols, transports, trsock
+from asyncio.log import logger
+
+
+cdef extern from "sys/socket.h" nogil:
+    struct msghdr:
+        void *msg_name
+        int msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
+    ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
+    ssize_t c_sendmsg "sendmsg"(int fd, const msghdr *msg, int flags)
+    int c_shutdown "shutdown"(int fd, int how)
+    enum:
+        MSG_DONTWAIT
+        MSG_NOSIGNAL
+        SHUT_WR
+
+
+cdef enum:
+    READ_SIZE = 262144      # what asyncio's transports read per recv() (max_size)
+    MAX_IOV = 64            # queued buffers handed to one sendmsg()
+
+# The read buffer of every transport: data_received() gets a bytes copy, and the GIL is held from
+# recv() to that copy, so no two callbacks use it at once.
+cdef char _read_buf[READ_SIZE]
+
+cdef int _SEND_FLAGS = MSG_DONTWAIT | MSG_NOSIGNAL
+# As asyncio: after this many writes to a lost connection, each further write() logs a warning.
+cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
+cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+
+
+cdef inline bint _would_block(int err) noexcept nogil:
+    # EWOULDBLOCK is EAGAIN on Linux and macOS.
+    return err == EAGAIN or err == EINTR
+
+
+cdef object _os_error(int err):
+    # OSError(errno, ...) builds the matching subclass (ConnectionResetError, BrokenPipeError...).
+    return OSError(err, os.strerror(err))
+
+
+# ---------------------------------------------------------------------------------------------------
+# libevent callbacks. arg is the TransportCore: alive, because the base holds the core (_hold) while
+# either of its events is pending, and libevent only calls pending events. SystemExit and
+# KeyboardInterrupt from a protocol stop the loop (as in asyncio); the core handles everything else.
+
+cdef void _on_readable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+    cdef TransportCore core = <TransportCore>arg
+    core._base._dispatched += 1
+    try:
+        core._read_ready()
+    except BaseException as exc:
+        core._base._stop_with(exc)
+
+
+cdef void _on_writable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+    cdef TransportCore core = <TransportCore>arg
+    core._base._dispatched += 1
+    try:
+        core._write_ready()
+    except BaseException as exc:
+        core._base._stop_with(exc)
+
+
+@cython.no_gc_clear     # __dealloc__ needs _base alive to delete the events
+@cython.final
+cdef class TransportCore(Handle):
+    """The native half of a :class:`SocketTransport`; not used on its own."""
+
+    cdef object _loop
+    cdef object _transport      # the SocketTransport the protocol sees (it holds us in a slot)
+    cdef object _sock           # None once connection_lost() ran (the socket is closed then)
+    cdef int _fd
+    cdef object _server
+    cdef object _protocol
+    # The protocol's methods called per read, looked up once per set_protocol() (as uvloop does).
+    cdef object _data_received
+    cdef object _get_buffer
+    cdef object _buffer_updated
+    cdef bint _buffered
+    cdef event _rev
+    cdef event _wev
+    # The events are assigned to the base until it closes (_close_from_base): then they are gone.
+    cdef bint _assigned
+    cdef bint _reading          # _rev is pending
+    cdef bint _writing          # _wev is pending
+    cdef bint _paused           # pause_reading()
+    cdef bint _closing
+    cdef bint _eof              # write_eof() was called
+    cdef bint _lost_called      # connection_lost() ran, or is about to
+    cdef Py_ssize_t _conn_lost
+    # The write queue: bytes and read-only byte memoryviews, from _queue[_qhead]; _qoffset bytes of
+    # the first one are already sent. _buffer_size counts the unsent bytes.
+    cdef list _queue
+    cdef Py_ssize_t _qhead
+    cdef Py_ssize_t _qoffset
+    cdef Py_ssize_t _buffer_size
+    cdef Py_ssize_t _high_water
+    cdef Py_ssize_t _low_water
+    cdef bint _protocol_paused
+
+    def __cinit__(self):
+        self._fd = -1
+        self._queue = []
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+
+    def __dealloc__(self):
+        # Not pending here (the base would hold us), unless the GC tears down a dropped base.
+        if self._assigned:
+            if self._reading:
+                event_del(&self._rev)
+            if self._writing:
+                event_del(&self._wev)
+            self._assigned = False
+            self._unlink()
+
+    cdef int _setup(self, loop, EventBase base, transport, sock, protocol, server) except -1:
+        base._ensure_open()
+        self._fd = sock.fileno()
+        if self._fd < 0:
+            raise ValueError(f"the socket {sock!r} is closed")
+        base._check_watchable(self._fd)
+        if (event_assign(&self._rev, base._base, self._fd, EV_READ | EV_PERSIST, _on_readable, <void *>self) != 0
+                or event_assign(&self._wev, base._base, self._fd, EV_WRITE | EV_PERSIST, _on_writable,
+                                <void *>self) != 0):
+            raise RuntimeError("event_assign failed for a transport's socket")
+        self._assigned = True
+        self._link(base)
+        self._loop = loop
+        self._transport = transport
+        self._sock = sock
+        self._server = server
+        self._set_protocol(protocol)
+        return 0
+
+    cdef int _close_from_base(self) except -1:
+        # The loop is closing: its base frees libevent's state, so the events go now. The socket stays
+        # open, as with asyncio's loops; the transport warns when collected unclosed.
+        if self._assigned:
+            if self._reading:
+                event_del(&self._rev)
+            if self._writing:
+                event_del(&self._wev)
+            self._reading = self._writing = False
+            self._assigned = False
+            self._unlink()
+        self._release()
+        return 0
+
+    # -- events -------------------------------------------------------------------------------------
+
+    cdef int _start_reading(self) except -1:
+        if self._reading or not self._assigned:
+            return 0
+        if event_add(&self._rev, NULL) != 0:
+            raise _os_error(errno)
+        self._reading = True
+        self._hold()
+        return 0
+
+    cdef int _stop_reading(self) except -1:
+        if self._reading:
+            event_del(&self._rev)
+            self._reading = False
+            if not self._writing:
+                self._release()     # callers hold their own reference
+        return 0
+
+    cdef int _start_writing(self) except -1:
+        if self._writing or not self._assigned:
+            return 0
+        if event_add(&self._wev, NULL) != 0:
+            raise _os_error(errno)
+        self._writing = True
+        self._hold()
+        return 0
+
+    cdef int _stop_writing(self) except -1:
+        if self._writing:
+            event_del(&self._wev)
+            self._writing = False
+            if not self._reading:
+                self._release()
+        return 0
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    cdef int _read_ready(self) except -1:
+        cdef ssize_t n
+        cdef int err
+        if self._conn_lost:
+            return 0
+        if self._buffered:
+            return self._read_into_buffer()
+        n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
+        if n > 0:
+            data = PyBytes_FromStringAndSize(_read_buf, n)
+            try:
+                self._data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+        elif n == 0:
+            self._read_eof()
+        else:
+            err = errno
+            if not _would_block(err):
+                self._fatal_error(_os_error(err), 'Fatal read error on socket transport')
+        return 0
+
+    cdef int _read_into_buffer(self) except -1:
+        # asyncio.BufferedProtocol: the protocol's own buffer, no copy.
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err
+        try:
+            buf = self._get_buffer(-1)
+            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+            if view.len == 0:
+                PyBuffer_Release(&view)
+                raise RuntimeError('get_buffer() returned an empty buffer')
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
+            return 0
+        n = c_recv(self._fd, view.buf, view.len, MSG_DONTWAIT)
+        err = errno
+        PyBuffer_Release(&view)
+        if n > 0:
+            try:
+                self._buffer_updated(n)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
+        elif n == 0:
+            self._read_eof()
+        elif not _would_block(err):
+            self._fatal_error(_os_error(err), 'Fatal read error on socket transport')
+        return 0
+
+    cdef int _read_eof(self) except -1:
+        if self._loop.get_debug():
+            logger.debug("%r received EOF", self._transport)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.eof_received() call failed.')
+            return 0
+        if keep_open:
+            # Half-closed: no more reading, writing goes on until close().
+            self._stop_reading()
+        else:
+            self._close()
+        return 0
+
+    cdef int _pause_reading(self) except -1:
+        if self._closing or self._paused:
+            return 0
+        self._paused = True
+        self._stop_reading()
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self._transport)
+        return 0
+
+    cdef int _resume_reading(self) except -1:
+        if self._closing or not self._paused:
+            return 0
+        self._paused = False
+        self._start_reading()
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self._transport)
+        return 0
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    cdef int _write(self, data) except -1:
+        cdef Py_buffer view
+        cdef const char *ptr
+        cdef Py_ssize_t size
+        cdef ssize_t n = 0
+        cdef int err
+        cdef bint is_bytes = PyBytes_CheckExact(data)
+        if is_bytes:
+            ptr = PyBytes_AS_STRING(data)
+            size = PyBytes_GET_SIZE(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            ptr = <const char *>view.buf
+            size = view.len
+        else:
+            raise TypeError(f'data argument must be a bytes-like object, not {type(data).__name__!r}')
+        try:
+            if self._eof:
+                raise RuntimeError('Cannot call write() after write_eof()')
+            if size == 0:
+                return 0
+            if self._conn_lost:
+                if self._conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                    logger.warning('socket.send() raised exception.')
+                self._conn_lost += 1
+                return 0
+            if self._buffer_size == 0:
+                # Nothing queued: try to send now, and only queue (and watch) what is left.
+                n = c_send(self._fd, ptr, size, _SEND_FLAGS)
+                if n < 0:
+                    err = errno
+                    if not _would_block(err):
+                        self._fatal_error(_os_error(err), 'Fatal write error on socket transport')
+                        return 0
+                    n = 0
+                if n == size:
+                    return 0
+                self._start_writing()
+            self._enqueue(data, is_bytes, ptr, size, n)
+        finally:
+            if not is_bytes:
+                PyBuffer_Release(&view)
+        self._maybe_pause_protocol()
+        return 0
+
+    cdef int _enqueue(self, data, bint is_bytes, const char *ptr, Py_ssize_t size, Py_ssize_t sent) except -1:
+        # bytes (and the read-only memoryviews it is cut into) are queued without a copy; mutable data
+        # is copied, as asyncio up to 3.11 did, so that the caller may reuse its buffer at once.
+        if not is_bytes:
+            if isinstance(data, memoryview) and (<memoryview>data).readonly and (<memoryview>data).c_contiguous:
+                data = (<memoryview>data).cast('B')[sent:]
+            else:
+                data = PyBytes_FromStringAndSize(ptr + sent, size - sent)
+            sent = 0
+        if self._qhead == len(self._queue):
+            self._qoffset = sent    # only the first queued item is ever partly sent
+        self._queue.append(data)
+        self._buffer_size += size - sent
+        return 0
+
+    cdef int _writelines(self, list_of_data) except -1:
+        if self._eof:
+            raise RuntimeError('Cannot call writelines() after write_eof()')
+        if self._conn_lost:
+            for data in list_of_data:
+                self._write(data)       # counts and warns as write() does
+            return 0
+        cdef bint was_empty = self._buffer_size == 0
+        for data in list_of_data:
+            if PyBytes_CheckExact(data):
+                if PyBytes_GET_SIZE(data):
+                    self._enqueue(data, True, NULL, PyBytes_GET_SIZE(data), 0)
+            elif isinstance(data, (bytearray, memoryview)):
+                self._enqueue_buffer(data)
+            else:
+                raise TypeError(f'data argument must be a bytes-like object, not {type(data).__name__!r}')
+        if was_empty and self._buffer_size:
+            # One sendmsg() for all of them, as asyncio 3.12's writelines().
+            self._flush()
+            if self._buffer_size and not self._conn_lost:
+                self._start_writing()
+        self._maybe_pause_protocol()
+        return 0
+
+    cdef int _enqueue_buffer(self, data) except -1:
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len:
+                self._enqueue(data, False, <const char *>view.buf, view.len, 0)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef int _write_ready(self) except -1:
+        if self._conn_lost:
+            return 0
+        self._flush()
+        if self._conn_lost:
+            return 0
+        self._maybe_resume_protocol()
+        if self._buffer_size == 0:
+            self._stop_writing()
+            if self._closing:
+                self._schedule_connection_lost(None)
+            elif self._eof:
+                self._shutdown_write()
+        return 0
+
+    cdef int _flush(self) except -1:
+        # One sendmsg() of the queued buffers; a failed send is fatal to the transport.
+        cdef iovec iov[MAX_IOV]
+        cdef Py_buffer views[MAX_IOV]
+        cdef int nviews = 0
+        cdef int niov = 0
+        cdef msghdr msg
+        cdef ssize_t n
+        cdef int err, i
+        cdef Py_ssize_t end = len(self._queue)
+        cdef Py_ssize_t idx = self._qhead
+        cdef Py_ssize_t size
+        cdef list queue = self._queue
+        try:
+            while idx < end and niov < MAX_IOV:
+                item = queue[idx]
+                if PyBytes_CheckExact(item):
+                    iov[niov].iov_base = PyBytes_AS_STRING(item)
+                    iov[niov].iov_len = PyBytes_GET_SIZE(item)
+                else:
+                    PyObject_GetBuffer(item, &views[nviews], PyBUF_SIMPLE)
+                    iov[niov].iov_base = views[nviews].buf
+                    iov[niov].iov_len = views[nviews].len
+                    nviews += 1
+                niov += 1
+                idx += 1
+            iov[0].iov_base = <char *>iov[0].iov_base + self._qoffset
+            iov[0].iov_len -= self._qoffset
+            memset(&msg, 0, sizeof(msg))
+            msg.msg_iov = iov
+            msg.msg_iovlen = niov
+            n = c_sendmsg(self._fd, &msg, _SEND_FLAGS)
+            err = errno
+        finally:
+            for i in range(nviews):
+                PyBuffer_Release(&views[i])
+        if n < 0:
+            if _would_block(err):
+                return 0
+            self._clear_queue()
+            self._stop_writing()
+            self._fatal_error(_os_error(err), 'Fatal write error on socket transport')
+            return 0
+        self._buffer_size -= n
+        n += self._qoffset
+        idx = self._qhead
+        while idx < end:
+            item = queue[idx]
+            size = PyBytes_GET_SIZE(item) if PyBytes_CheckExact(item) else len(item)
+            if n < size:
+                break
+            n -= size
+            queue[idx] = None
+            idx += 1
+        self._qoffset = n
+        if idx == end:
+            self._clear_queue()
+        else:
+            self._qhead = idx
+            if idx >= 64 and idx * 2 >= end:
+                del queue[:idx]
+                self._qhead = 0
+        return 0
+
+    cdef int _clear_queue(self) except -1:
+        del self._queue[:]
+        self._qhead = 0
+        self._qoffset = 0
+        self._buffer_size = 0
+        return 0
+
+    cdef int _shutdown_write(self) except -1:
+        if c_shutdown(self._fd, SHUT_WR) != 0:
+            self._fatal_error(_os_error(errno), 'Fatal write error on socket transport')
+        return 0
+
+    cdef int _write_eof(self) except -1:
+        if self._closing or self._eof:
+            return 0
+        self._eof = True
+        if self._buffer_size == 0:
+            self._shutdown_write()
+        return 0
+
+    # -- flow control -------------------------------------------------------------------------------
+
+    cdef int _set_write_buffer_limits(self, high, low) except -1:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+        return 0
+
+    cdef int _maybe_pause_protocol(self) except -1:
+        if self._buffer_size <= self._high_water or self._protocol_paused:
+            return 0
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                'message': 'protocol.pause_writing() failed',
+                'exception': exc,
+                'transport': self._transport,
+                'protocol': self._protocol,
+            })
+        return 0
+
+    cdef int _maybe_resume_protocol(self) except -1:
+        if not self._protocol_paused or self._buffer_size > self._low_water:
+            return 0
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                'message': 'protocol.resume_writing() failed',
+                'exception': exc,
+                'transport': self._transport,
+                'protocol': self._protocol,
+            })
+        return 0
+
+    # -- closing ------------------------------------------------------------------------------------
+
+    cdef int _close(self) except -1:
+        if self._closing:
+            return 0
+        self._closing = True
+        self._stop_reading()
+        if self._buffer_size == 0:
+            self._stop_writing()
+            self._schedule_connection_lost(None)
+        return 0
+
+    cdef int _force_close(self, exc) except -1:
+        if self._conn_lost:
+            return 0
+        if self._buffer_size:
+            self._clear_queue()
+        self._stop_writing()
+        self._closing = True
+        self._stop_reading()
+        self._schedule_connection_lost(exc)
+        return 0
+
+    cdef int _fatal_error(self, exc, str message) except -1:
+        # As asyncio's _SelectorTransport._fatal_error: OSErrors (resets, broken pipes) are the peer's
+        # doing and only logged in debug mode; anything else is a bug worth the exception handler.
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self._transport, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                'message': message,
+                'exception': exc,
+                'transport': self._transport,
+                'protocol': self._protocol,
+            })
+        self._force_close(exc)
+        return 0
+
+    cdef int _schedule_connection_lost(self, exc) except -1:
+        self._conn_lost += 1
+        if not self._lost_called:
+            self._lost_called = True
+            self._loop.call_soon(self._call_connection_lost, exc)
+        return 0
+
+    def _call_connection_lost(self, exc):
+        # Scheduled once (_lost_called); closes the socket whatever the protocol does.
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._stop_reading()
+            self._stop_writing()
+            self._sock.close()
+            self._sock = None
+            self._protocol = self._data_received = self._get_buffer = self._buffer_updated = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                if _SERVER_ATTACH_TAKES_TRANSPORT:
+                    server._detach(self._transport)
+                else:
+                    server._detach()
+
+    # -- protocol -----------------------------------------------------------------------------------
+
+    cdef int _set_protocol(self, protocol) except -1:
+        self._buffered = isinstance(protocol, protocols.BufferedProtocol)
+        if self._buffered:
+            self._get_buffer = protocol.get_buffer
+            self._buffer_updated = protocol.buffer_updated
+            self._data_received = None
+        else:
+            self._data_received = protocol.data_received
+            self._get_buffer = self._buffer_updated = None
+        self._protocol = protocol
+        return 0
+
+    def _connection_made(self):
+        # Scheduled after protocol.connection_made(): reading starts then, unless paused meanwhile.
+        if not self._paused and not self._closing:
+            self._start_reading()
+
+
+cdef inline TransportCore _core(transport):
+    return <TransportCore>transport._core
+
+
+class SocketTransport(transports.Transport):
+    """A TCP or UNIX stream socket transport of levent's asyncio loop: an ``asyncio.Transport`` with
+    asyncio's semantics (flow control with 64 KiB / 16 KiB default limits, ``write_eof``, extra info
+    ``socket``, ``sockname``, ``peername``), made by the loop; not instantiated directly.
+
+    ``write()`` queues ``bytes`` and read-only memoryviews without copying them and copies mutable
+    data (bytearray, writable memoryviews), so the caller may reuse such a buffer at once.
+    """
+
+    __slots__ = ('_core', '__weakref__')
+
+    # What asyncio's BaseEventLoop checks before start_tls() and sendfile().
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.FALLBACK
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        cdef TransportCore core = TransportCore.__new__(TransportCore)
+        super().__init__(extra)
+        self._core = core
+        core._setup(loop, loop.base, self, sock, protocol, server)
+        self._extra['socket'] = trsock.TransportSocket(sock)
+        try:
+            self._extra['sockname'] = sock.getsockname()
+        except OSError:
+            self._extra['sockname'] = None
+        if 'peername' not in self._extra:
+            try:
+                self._extra['peername'] = sock.getpeername()
+            except OSError:
+                self._extra['peername'] = None
+        if server is not None:
+            if _SERVER_ATTACH_TAKES_TRANSPORT:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[core._fd] = self
+        base_events._set_nodelay(sock)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(core._connection_made)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def write(self, data):
+        """Send ``data`` (bytes-like): at once if possible, else queued and sent when the socket is
+        writable; the protocol's pause_writing() is called above the high-water mark."""
+        _core(self)._write(data)
+
+    def writelines(self, list_of_data):
+        """Write each bytes-like item of ``list_of_data``, with one sendmsg() where possible."""
+        _core(self)._writelines(list_of_data)
+
+    def write_eof(self):
+        """Shut the socket down for writing once the queued data is sent; reading goes on."""
+        _core(self)._write_eof()
+
+    def can_write_eof(self):
+        """True: sockets can be half-closed."""
+        return True
+
+    def is_closing(self):
+        """True once close() or abort() was called, or the connection was lost."""
+        return _core(self)._closing
+
+    def close(self):
+        """Stop reading, send what is queued, then close the socket; the protocol's
+        connection_lost(None) is called (once) from the loop afterwards."""
+        _core(self)._close()
+
+    def abort(self):
+        """Close at once, dropping queued data; connection_lost(None) follows from the loop."""
+        _core(self)._force_close(None)
+
+    def pause_reading(self):
+        """Stop calling the protocol's data_received() until resume_reading()."""
+        _core(self)._pause_reading()
+
+    def resume_reading(self):
+        """Resume reading after pause_reading()."""
+        _core(self)._resume_reading()
+
+    def is_reading(self):
+        """True unless reading is paused or the transport is closing."""
+        cdef TransportCore core = _core(self)
+        return not core._paused and not core._closing
+
+    def get_write_buffer_size(self):
+        """Bytes queued and not sent yet."""
+        return _core(self)._buffer_size
+
+    def get_write_buffer_limits(self):
+        """``(low, high)``: the flow control marks."""
+        cdef TransportCore core = _core(self)
+        return (core._low_water, core._high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        """Set the flow control marks: pause_writing() above ``high`` (default 64 KiB, or 4 x low),
+        resume_writing() at or below ``low`` (default high / 4)."""
+        _core(self)._set_write_buffer_limits(high, low)
+
+    def get_protocol(self):
+        """The protocol receiving the data."""
+        return _core(self)._protocol
+
+    def set_protocol(self, protocol):
+        """Hand the connection to another protocol (a BufferedProtocol too)."""
+        _core(self)._set_protocol(protocol)
+
+    @property
+    def _protocol_paused(self):
+        # Read by asyncio's sendfile fallback.
+        return _core(self)._protocol_paused
+
+    def _force_close(self, exc):
+        # Called by asyncio's sslproto on a fatal TLS error.
+        _core(self)._force_close(exc)
+
+    def __repr__(self):
+        core = <TransportCore>getattr(self, '_core', None)
+        if core is None:
+            return f'<{type(self).__name__} uninitialized>'
+        info = [type(self).__name__]
+        if core._sock is None:
+            info.append('closed')
+        elif core._closing:
+            info.append('closing')
+        info.append(f'fd={core._fd}')
+        if core._sock is not None and core._assigned:
+            info.append(f"read={'polling' if core._reading else 'idle'}")
+            info.append(f"write=<{'polling' if core._writing else 'idle'}, bufsize={core._buffer_size}>")
+        return '<{}>'.format(' '.join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        core = <TransportCore>getattr(self, '_core', None)
+        if core is not None and core._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            core._stop_reading()
+            core._stop_writing()
+            core._sock.close()
+            core._sock = None
+            server = core._server
+            if server is not None:
+                core._server = None
+                if _SERVER_ATTACH_TAKES_TRANSPORT:
+                    server._detach(self)
+                else:
+                    server._detach()
