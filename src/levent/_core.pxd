@@ -68,6 +68,8 @@ cdef class EventBase:
     cdef int _soon_batches
     # Set by loopbreak(), cleared when loop() starts: stops a batch of calls.
     cdef bint _break_requested
+    # Set by loopexit() without a delay, cleared when loop() starts: ends a run of call_soon batches.
+    cdef bint _exit_requested
     # Counts the callbacks levent ran: tells loop() whether a non-blocking pass found work.
     cdef unsigned long long _dispatched
     cdef object __weakref__

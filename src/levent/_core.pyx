@@ -326,19 +326,23 @@ cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
     cdef double deadline
     base._dispatched += 1
     what &= _ALL_KINDS    # epoll ORs EV_ET into what; callbacks get the kinds that happened
+    # Own references: Cython would pass ev._callback and ev._args borrowed, and a callback that closes
+    # its Event drops them (and whatever only they kept alive) while it runs.
+    cdef object callback = ev._callback
+    cdef tuple args = ev._args
     try:
         if ev._style == STYLE_FD:
-            if ev._args:
-                ev._callback(ev._fd_obj, what, *ev._args)
+            if args:
+                callback(ev._fd_obj, what, *args)
             else:
-                ev._callback(ev._fd_obj, what)
+                callback(ev._fd_obj, what)
         elif ev._style == STYLE_ARGS:
-            if ev._args:
-                ev._callback(*ev._args)
+            if args:
+                callback(*args)
             else:
-                ev._callback()
+                callback()
         else:
-            ev._callback(ev._fd_obj, *ev._args)
+            callback(ev._fd_obj, *args)
     except BaseException as exc:
         base._stop_with(exc)
     if (ev._timeout >= 0 and ev._add_serial == serial and ev._assigned
@@ -506,7 +510,7 @@ cdef class EventBase:
         self._soon = []
         self._soon_ev_ready = self._soon_armed = False
         self._soon_batches = 1
-        self._break_requested = False
+        self._break_requested = self._exit_requested = False
         self._dispatched = 0
 
     def __init__(self, *, method=None, avoid=(), require=0, int priorities=1, bint precise_timer=False,
@@ -716,7 +720,7 @@ cdef class EventBase:
                 + (" (loop() called from one of its callbacks)"
                    if self._loop_thread == PyThread_get_thread_ident() else " in another thread"))
         self._loop_thread = PyThread_get_thread_ident()
-        self._break_requested = False
+        self._break_requested = self._exit_requested = False
         try:
             old_wakeup = self._arm_signals()
             try:
@@ -769,7 +773,7 @@ cdef class EventBase:
     cdef bint _stopping(self):
         # libevent resets its exit/break flags when each event_base_loop call begins: look at them
         # between the calls, along with levent's own.
-        return (self._exc is not None or self._break_requested
+        return (self._exc is not None or self._break_requested or self._exit_requested
                 or event_base_got_break(self._base) or event_base_got_exit(self._base))
 
     cdef object _arm_signals(self):
@@ -850,6 +854,9 @@ cdef class EventBase:
         cdef int rc
         self._ensure_open()
         if delay is None:
+            # libevent sets its flag from a callback activated for later in this iteration; levent's
+            # own flag ends a run of call_soon batches at once.
+            self._exit_requested = True
             rc = event_base_loopexit(self._base, NULL)
         else:
             _timeout_until(self, _precise_now() + _seconds(delay), &tv)

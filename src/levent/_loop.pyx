@@ -8,7 +8,7 @@ handler instead of stopping the loop. add_reader/add_writer are levent Events ca
 """
 cimport cython
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
-from libc.math cimport isfinite
+from libc.math cimport INFINITY, isnan
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE
@@ -18,6 +18,9 @@ import sys
 
 from asyncio import coroutines, format_helpers
 from asyncio.log import logger
+
+# asyncio's own test for coroutine functions (renamed in 3.12).
+_iscoroutinefunction = getattr(coroutines, '_iscoroutinefunction', coroutines.iscoroutinefunction)
 
 
 # Batches of call_soon callbacks run back to back before polling for I/O (EventBase._soon_batches).
@@ -38,7 +41,7 @@ cdef class Handle(Call):
 
     cdef LoopCore _loop
     cdef object _context
-    cdef list _source_traceback
+    cdef object _source_traceback    # a traceback.StackSummary, in debug mode
 
     def get_context(self):
         """The contextvars.Context the callback runs in."""
@@ -203,7 +206,7 @@ cdef class LoopCore:
         return 0
 
     cdef int _check_callback_debug(self, callback, str method) except -1:
-        if coroutines.iscoroutine(callback) or coroutines._iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
         return 0
 
@@ -263,13 +266,28 @@ cdef class LoopCore:
         if self._debug:
             self._check_thread()
         self._check_callback(callback, method)
-        if not isfinite(when):
-            raise ValueError(f'{method}(): the deadline must be finite, not {when!r}')
+        if isnan(when):
+            raise ValueError(f'{method}(): the deadline is NaN')
         cdef TimerHandle handle = <TimerHandle>self._handle(TimerHandle, callback, args, context)
-        handle._base = self.base
         handle._when = when
+        if when == INFINITY:
+            return handle       # never due: it stays off the heap (cancel() works all the same)
+        if when == -INFINITY:
+            handle._when = 0.0  # long past: due at once, and a finite deadline for the timerfd
+        handle._base = self.base
         self.base._push_call(handle)
         return handle
+
+    def _run_one_iteration(self):
+        # stop() before run_forever(): one iteration that polls without waiting and runs one batch of
+        # callbacks, as asyncio's, so what they schedule waits for the next run.
+        cdef EventBase base = self.base
+        cdef int batches = base._soon_batches
+        base._soon_batches = 1
+        try:
+            base.loop(once=True, nonblock=True)
+        finally:
+            base._soon_batches = batches
 
     def time(self):
         """The loop's clock: ``time.monotonic()``."""
@@ -279,6 +297,8 @@ cdef class LoopCore:
 
     cdef Handle _add_watcher(self, dict watchers, short kind, fd, callback, tuple args):
         cdef int fdnum = _fileno(fd)
+        if fdnum < 0:
+            raise ValueError(f"Invalid file descriptor: {fdnum}")
         self._check_closed()
         self._check_callback(callback, 'add_reader' if kind == EV_READ else 'add_writer')
         cdef Handle handle = self._handle(Handle, callback, args, None)

@@ -49,8 +49,7 @@ class EventLoop(LoopCore, SocketsMixin, base_events.BaseEventLoop):
         # own run_forever() does the setup and cleanup around it.
         try:
             if self._stopping:
-                # stop() before run_forever(): one iteration, polling without waiting.
-                self.base.loop(once=True, nonblock=True)
+                self._run_one_iteration()
             else:
                 self.base.loop(no_exit_on_empty=True)
         except (SystemExit, KeyboardInterrupt):
@@ -204,6 +203,9 @@ def run(main, *, debug=None):
     """Run coroutine ``main`` on a new levent loop and return its result: ``asyncio.run`` semantics
     (the loop is closed at the end, left-over tasks are cancelled, async generators and the default
     executor are shut down)."""
+    if events._get_running_loop() is not None:
+        # Before a Runner exists: its cleanup would hide this error under another.
+        raise RuntimeError("levent.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
@@ -212,8 +214,6 @@ def run(main, *, debug=None):
 
 def _run_before_311(main, debug):
     # asyncio.run() of 3.9/3.10, with a levent loop.
-    if events._get_running_loop() is not None:
-        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

@@ -22,6 +22,7 @@ class Loop:
 
 LOOPS: Dict[str, Loop] = {loop.name: loop for loop in (
     Loop("levent", "levent raw API (EventBase)", "levent.bench.loops:LeventLoop", "levent", asyncio=False),
+    Loop("levent-asyncio", "levent asyncio loop", "levent:new_event_loop"),
     Loop("asyncio", "asyncio", "asyncio:new_event_loop"),
     Loop("uvloop", "uvloop", "uvloop:new_event_loop", "uvloop", install="; pip install levent[bench] adds it"),
     Loop("selectors", "pure-Python selectors loop", "levent.bench.loops:SelectorsLoop", asyncio=False),

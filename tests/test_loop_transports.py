@@ -1,0 +1,459 @@
+"""levent's socket transports (levent._transport) beyond the shared conformance suite: big transfers,
+flow control against a peer that does not read, closing from inside every protocol callback, errors
+reaching the exception handler, TLS through asyncio's sslproto, and that nothing leaks or crashes
+when transports are dropped or the loop closes under them. Real sockets on 127.0.0.1, socketpairs
+and UNIX sockets; every run is bounded by a timeout."""
+import asyncio
+import errno
+import gc
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import levent
+from levent._transport import SocketTransport
+
+TIMEOUT = 20
+
+
+@pytest.fixture
+def loop():
+    loop = levent.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def run(loop, aw, timeout=TIMEOUT):
+    return loop.run_until_complete(asyncio.wait_for(aw, timeout))
+
+
+async def assert_peer_closed(loop, peer):
+    # The transport closed its socket: EOF, or a reset when it left unread data behind.
+    try:
+        assert await loop.sock_recv(peer, 10) == b""
+    except ConnectionResetError:
+        pass
+
+
+def open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+class Recorder(asyncio.Protocol):
+    """Keeps what it is told; ``lost`` resolves with connection_lost's argument."""
+
+    def __init__(self, loop):
+        self.transport = None
+        self.data = bytearray()
+        self.events = []
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+async def transport_pair(loop, proto, family=socket.AF_UNIX):
+    """(transport, the raw peer socket) over a socketpair."""
+    a, b = socket.socketpair(family) if family == socket.AF_UNIX else _tcp_pair()
+    a.setblocking(False)
+    b.setblocking(False)
+    transport, _ = await loop.connect_accepted_socket(lambda: proto, a)
+    return transport, b
+
+
+def _tcp_pair():
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        c = socket.create_connection(srv.getsockname())
+        s, _ = srv.accept()
+    return s, c
+
+
+def test_transports_are_asyncio_transports(loop):
+    async def main():
+        proto = Recorder(loop)
+        t, peer = await transport_pair(loop, proto, socket.AF_INET)
+        with peer:
+            assert isinstance(t, asyncio.Transport) and type(t) is SocketTransport
+            assert isinstance(t.get_extra_info("socket"), asyncio.trsock.TransportSocket)
+            assert t.get_extra_info("peername") == peer.getsockname()
+            with pytest.raises(RuntimeError, match="used by transport"):
+                loop.add_reader(t.get_extra_info("socket").fileno(), lambda: None)
+            t.close()
+            assert await proto.lost is None
+    run(loop, main())
+
+
+def test_20_mib_both_ways_over_tcp(loop):
+    payload = os.urandom(20 * 1024 * 1024)
+
+    async def handle(reader, writer):
+        while data := await reader.read(1 << 20):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+
+        async def send():
+            for i in range(0, len(payload), 3 * 1024 * 1024 + 17):
+                writer.write(payload[i:i + 3 * 1024 * 1024 + 17])
+                await writer.drain()
+            writer.write_eof()
+        sender = asyncio.ensure_future(send())
+        echoed = await reader.read()
+        await sender
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        assert hashlib.sha256(echoed).hexdigest() == hashlib.sha256(payload).hexdigest()
+    run(loop, main(), timeout=60)
+
+
+def test_flow_control_against_a_peer_that_does_not_read(loop):
+    async def main():
+        proto = Recorder(loop)
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            t.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+            chunk = b"x" * 65536
+            while "pause" not in proto.events:
+                t.write(chunk)
+                assert t.get_write_buffer_size() < 64 * 1024 * 1024, "pause_writing() never came"
+            assert t.get_write_buffer_size() > 256 * 1024
+            received = 0
+            while "resume" not in proto.events:
+                try:
+                    received += len(peer.recv(1 << 20))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            assert t.get_write_buffer_size() <= 64 * 1024
+            assert proto.events == ["made", "pause", "resume"]
+            t.close()
+            while data := await loop.sock_recv(peer, 1 << 20):     # close() sends the rest first
+                received += len(data)
+            assert received % len(chunk) == 0
+            assert await proto.lost is None
+    run(loop, main())
+
+
+def test_write_eof_after_the_queue_drains(loop):
+    async def main():
+        proto = Recorder(loop)
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            t.write(b"y" * (8 << 20))
+            assert t.get_write_buffer_size() > 0
+            t.write_eof()
+            with pytest.raises(RuntimeError, match="after write_eof"):
+                t.write(b"more")
+            got = 0
+            while data := await loop.sock_recv(peer, 1 << 20):
+                got += len(data)
+            assert got == 8 << 20
+            await loop.sock_sendall(peer, b"still readable")    # half-close: reading goes on
+            peer.shutdown(socket.SHUT_WR)
+            assert await proto.lost is None
+            assert bytes(proto.data) == b"still readable"
+    run(loop, main())
+
+
+def test_mutable_data_may_be_reused_after_write(loop):
+    async def main():
+        proto = Recorder(loop)
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            t.write(b"z" * (4 << 20))      # fills the socket: what follows is queued
+            buf = bytearray(b"first")
+            t.write(buf)
+            buf[:] = b"XXXXX"
+            t.writelines([b"-", bytearray(b"second"), memoryview(b"-third")])
+            t.close()
+            got = bytearray()
+            while data := await loop.sock_recv(peer, 1 << 20):
+                got += data
+            assert got.endswith(b"first-second-third")
+    run(loop, main())
+
+
+class SmallBuffers(asyncio.BufferedProtocol):
+    def __init__(self, loop, size):
+        self.buf = bytearray(size)
+        self.data = bytearray()
+        self.sizes = set()
+        self.lost = loop.create_future()
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.sizes.add(nbytes)
+        self.data += self.buf[:nbytes]
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def test_buffered_protocol_with_a_7_byte_buffer(loop):
+    payload = os.urandom(100_000)
+
+    async def main():
+        proto = SmallBuffers(loop, 7)
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            await loop.sock_sendall(peer, payload)
+            peer.shutdown(socket.SHUT_WR)
+            assert await proto.lost is None
+        assert proto.data == payload and max(proto.sizes) == 7
+    run(loop, main())
+
+
+@pytest.mark.parametrize("where", ["connection_made", "data_received", "eof_received"])
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_close_or_abort_inside_a_callback(loop, where, how):
+    class Closer(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if where == "connection_made":
+                getattr(transport, how)()
+
+        def data_received(self, data):
+            super().data_received(data)
+            if where == "data_received":
+                getattr(self.transport, how)()
+                getattr(self.transport, how)()     # twice: still one connection_lost()
+
+        def eof_received(self):
+            super().eof_received()
+            if where == "eof_received":
+                getattr(self.transport, how)()
+            return True
+
+    async def main():
+        proto = Closer(loop)
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            try:
+                peer.send(b"data")
+                peer.shutdown(socket.SHUT_WR)
+            except OSError:
+                assert where == "connection_made"   # closed before the peer wrote
+            assert await proto.lost is None
+            await asyncio.sleep(0.01)
+            assert proto.events.count("lost") == 1 and proto.events[-1] == "lost"
+            assert t.is_closing()
+            assert await loop.sock_recv(peer, 10) == b""
+    run(loop, main())
+
+
+@pytest.mark.parametrize("method, message", [
+    ("data_received", "Fatal error: protocol.data_received() call failed."),
+    ("eof_received", "Fatal error: protocol.eof_received() call failed."),
+    ("get_buffer", "Fatal error: protocol.get_buffer() call failed."),
+    ("buffer_updated", "Fatal error: protocol.buffer_updated() call failed."),
+])
+def test_protocol_exceptions_reach_the_handler_and_close(loop, method, message):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    base = SmallBuffers if method in ("get_buffer", "buffer_updated") else Recorder
+
+    class Failing(base):
+        def __init__(self):
+            super().__init__(loop, 64) if base is SmallBuffers else super().__init__(loop)
+
+    def boom(*args):
+        raise ZeroDivisionError(method)
+    setattr(Failing, method, boom)
+
+    async def main():
+        proto = Failing()
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            peer.send(b"data")
+            if method == "eof_received":
+                peer.shutdown(socket.SHUT_WR)
+            exc = await proto.lost
+            assert isinstance(exc, ZeroDivisionError)
+            await assert_peer_closed(loop, peer)
+        [ctx] = contexts
+        assert ctx["message"] == message and ctx["transport"] is t and ctx["protocol"] is proto
+    run(loop, main())
+
+
+def test_pause_writing_exception_goes_to_the_handler(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    class Failing(Recorder):
+        def pause_writing(self):
+            raise ZeroDivisionError("pause")
+
+    async def main():
+        proto = Failing(loop)
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            t.set_write_buffer_limits(high=0)
+            t.write(b"p" * (4 << 20))
+            assert [c["message"] for c in contexts] == ["protocol.pause_writing() failed"]
+            t.abort()
+            assert await proto.lost is None
+    run(loop, main())
+
+
+def test_peer_reset_gives_connection_lost_with_the_error(loop):
+    async def main():
+        proto = Recorder(loop)
+        t, peer = await transport_pair(loop, proto, socket.AF_INET)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        peer.close()    # RST
+        assert isinstance(await proto.lost, ConnectionResetError)
+        for _ in range(10):
+            t.write(b"after the loss")      # ignored, then logged, as asyncio
+    run(loop, main())
+
+
+def test_no_fd_leaks_over_many_connections(loop):
+    async def main():
+        server = await loop.create_server(lambda: Recorder(loop), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        before = open_fds()
+        for _ in range(50):
+            t, p = await loop.create_connection(lambda: Recorder(loop), "127.0.0.1", port)
+            t.write(b"hi")
+            t.close()
+            await p.lost
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)
+        return before
+    before = run(loop, main())
+    gc.collect()
+    assert open_fds() <= before
+
+
+def test_loop_close_with_open_transports_then_drop_them():
+    # Reading, writing (a full socket) and paused transports when the loop closes: no crash, and
+    # each one, collected, warns and closes its socket.
+    code = """if 1:
+        import asyncio, gc, os, socket, warnings, levent
+        warnings.simplefilter("always")
+        loop = levent.new_event_loop()
+        async def main():
+            keep = []
+            for mode in ("reading", "writing", "paused"):
+                a, b = socket.socketpair()
+                keep.append(b)
+                t, p = await loop.connect_accepted_socket(asyncio.Protocol, a)
+                if mode == "writing":
+                    t.write(b"w" * (8 << 20))
+                elif mode == "paused":
+                    t.pause_reading()
+            return keep
+        keep = loop.run_until_complete(main())
+        loop.close()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            gc.collect()
+        print(sum("unclosed transport" in str(x.message) for x in w))
+        print(all(os.read(b.fileno(), 1) == b"" or True for b in keep[:1]))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "3", out.stdout + out.stderr
+
+
+def test_dropped_paused_transport_warns_and_closes_its_socket(loop):
+    async def main():
+        proto = asyncio.Protocol()
+        a, b = socket.socketpair()
+        t, _ = await loop.connect_accepted_socket(lambda: proto, a)
+        t.pause_reading()
+        return b
+    peer = run(loop, main())
+    with peer:
+        with pytest.warns(ResourceWarning, match="unclosed transport"):
+            gc.collect()
+        assert peer.recv(10) == b""
+
+
+def test_tls_through_asyncios_sslproto(loop, certs):
+    # ssl= works through asyncio's own SSLProtocol over a levent transport (_make_ssl_transport).
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs.server_cert, certs.server_key)
+    client_ctx = ssl.create_default_context(cafile=certs.ca)
+
+    async def handle(reader, writer):
+        writer.write((await reader.readline()).upper())
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname(), ssl=client_ctx)
+        writer.write(b"hello tls\n")
+        assert await reader.readline() == b"HELLO TLS\n"
+        assert writer.get_extra_info("ssl_object") is not None
+        writer.close()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_accept_pauses_on_emfile(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    class NoFds(socket.socket):
+        def accept(self):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    async def main():
+        listener = NoFds(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        server = await loop.create_server(asyncio.Protocol, sock=listener)
+        with socket.create_connection(listener.getsockname()):
+            await asyncio.sleep(0.1)
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+    # One report, not one per loop iteration: the listener is not watched for a while.
+    assert [c["message"] for c in contexts] == ["socket.accept() out of system resource"]
+
+
+def test_sock_methods_refuse_blocking_sockets_in_debug_mode(loop):
+    loop.set_debug(True)
+    a, b = socket.socketpair()
+    with a, b, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="non-blocking"):
+            run(loop, loop.sock_recv(a, 1))
