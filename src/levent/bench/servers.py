@@ -289,7 +289,14 @@ def main(argv=None):
     if args.server == "tls-echo":
         serve_tls_echo(args.port, args.cert, args.key)
         return 0
-    loop_name, _, style = args.server.partition("-")  # loop names have no dash
+    # LOOP-STYLE, where both may hold dashes (levent-asyncio, proxy-tls): the longest asyncio loop
+    # name that prefixes it.
+    loop_name = max((name for name, lp in registry.LOOPS.items()
+                     if lp.asyncio and args.server.startswith(name + "-")), key=len, default=None)
+    if loop_name is None:
+        ap.error(f"unknown server {args.server!r}: expected LOOP-STYLE with LOOP one of "
+                 f"{', '.join(n for n, lp in registry.LOOPS.items() if lp.asyncio)}")
+    style = args.server[len(loop_name) + 1:]
     loop = registry.new_loop(loop_name)
     try:
         loop.run_until_complete(serve_asyncio(style, args.port, args.upstream, args.cafile))
