@@ -9,7 +9,8 @@ runs one side. No file, class or test name in this package contains either word,
 test_levent_only.py, whose tests run on levent only.
 
 After a test that passed, the ``loop`` fixture closes its loop (cancelling leftover tasks first) and
-fails the test if it left more fds open than there were before it started.
+fails the test if it left more fds open than there were before it started; after a module whose
+tests all passed, no transport may be left open and no fd more than before it may be open.
 """
 import asyncio
 import gc
@@ -70,11 +71,50 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "_conformance_rep_" + rep.when, rep)
+    if rep.failed and item.module is not None:
+        item.module._conformance_any_failed = True
 
 
 def _passed(request):
     rep = getattr(request.node, "_conformance_rep_call", None)
     return rep is not None and rep.passed
+
+
+def open_transports():
+    """The transports alive in this process that are not closing."""
+    return [o for o in gc.get_objects()
+            if isinstance(o, asyncio.BaseTransport) and not _is_closing(o)]
+
+
+def _is_closing(tr):
+    try:
+        return tr.is_closing()
+    except Exception:
+        return True
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_leak_check(request):
+    """After each test module (if all its tests passed): no more fds open than before it, and no
+    transport left open."""
+    gc.collect()
+    fds_before = open_fds()
+    transports_before = {id(t) for t in open_transports()}
+    yield
+    gc.collect()
+    if getattr(request.module, "_conformance_any_failed", False):
+        return  # a failed test may leave things open: its own failure says enough
+    leaked_transports = [t for t in open_transports() if id(t) not in transports_before]
+    fds_after = open_fds()
+    problems = []
+    if leaked_transports:
+        problems.append(f"transports still open after the module: {leaked_transports!r}")
+    if len(fds_after) > len(fds_before):
+        new = {fd: fds_after[fd] for fd in sorted(set(fds_after) - set(fds_before))}
+        problems.append(f"{len(fds_after) - len(fds_before)} more fds open after the module "
+                        f"than before it (new: {new})")
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
 
 
 @pytest.fixture(params=LOOP_KINDS)

@@ -59,7 +59,7 @@ class TestLeventLoop:
         finally:
             other.close()
 
-    def test_raw_timer_alongside_asyncio(self, lloop):
+    def test_raw_timer_beside_coroutines(self, lloop):
         order = []
 
         async def main():
@@ -99,7 +99,7 @@ class TestLeventLoop:
 
         assert run(lloop, main()) == (a.fileno(), True, b"from asyncio")
 
-    def test_buffer_event_echo_driven_by_asyncio(self, lloop, pair):
+    def test_buffer_event_echo_driven_by_sock_coroutines(self, lloop, pair):
         a, b = pair
 
         async def main():
