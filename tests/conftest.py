@@ -60,6 +60,13 @@ def pytest_configure(config):
     _hang_report_file = os.fdopen(fd, "w", buffering=1)
 
 
+def pytest_unconfigure(config):
+    global _hang_report_file
+    if _hang_report_file is not None:
+        _hang_report_file.close()
+        _hang_report_file = None
+
+
 @pytest.fixture(autouse=True)
 def _hang_guard(request):
     """Last-resort watchdog: dump tracebacks and exit if this test runs longer than HARD_TIMEOUT."""

@@ -65,7 +65,9 @@ class EventLoop(LoopCore, SocketsMixin, base_events.BaseEventLoop):
     def stop(self):
         """Stop the loop once the callbacks of the current iteration have run."""
         self._stopping = True
-        if self._thread_id is not None:
+        if self.base.running:
+            # Not _thread_id: 3.13's run_forever() clears it when it refuses a nested run, while the
+            # outer run goes on.
             self.base.loopexit()
 
     def close(self):

@@ -72,7 +72,11 @@ class TestHandleClasses:
     """asyncio's docs: call_soon() and call_soon_threadsafe() return an asyncio.Handle,
     call_later() and call_at() an asyncio.TimerHandle."""
 
-    def test_handle_classes_are_the_documented_ones(self, loop):
+    def test_handle_classes_are_the_documented_ones(self, loop, request):
+        if request.node.callspec.params.get("loop_kind") == "levent":
+            request.applymarker(pytest.mark.xfail(strict=True, reason=(
+                "levent's handles are C types on the EventBase's queues, as uvloop's are; asyncio.Handle "
+                "is a Python class with __slots__, which a C type cannot subclass (layout conflict)")))
         for h in (loop.call_soon(lambda: None), loop.call_soon_threadsafe(lambda: None)):
             assert isinstance(h, asyncio.Handle)
             assert not isinstance(h, asyncio.TimerHandle)
