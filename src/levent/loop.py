@@ -62,6 +62,20 @@ class EventLoop(LoopCore, SocketsMixin, base_events.BaseEventLoop):
                 'exception': exc,
             })
 
+    if hasattr(base_events.BaseEventLoop, '_run_forever_setup'):
+        def run_forever(self):
+            """Run until stop() is called."""
+            # As asyncio's (3.12+), with the setup outside the try: 3.13.0 runs the cleanup even when
+            # the setup refused a nested run, which left the running loop looking stopped.
+            self._run_forever_setup()
+            try:
+                while True:
+                    self._run_once()
+                    if self._stopping:
+                        break
+            finally:
+                self._run_forever_cleanup()
+
     def stop(self):
         """Stop the loop once the callbacks of the current iteration have run."""
         self._stopping = True
