@@ -37,6 +37,10 @@ class Upstream:
         self.address = self.sock.getsockname()
         self.errors = []
         self.threads = []
+        # close() may run while _accept has just accepted: the lock makes it either see the handler
+        # thread started (and join it) or make _accept drop the connection.
+        self._lock = threading.Lock()
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -46,9 +50,13 @@ class Upstream:
             except OSError:
                 return
             conn.settimeout(TIMEOUT)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(t)
-            t.start()
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+                t.start()
+                self.threads.append(t)
 
     def _serve(self, conn):
         with conn:
@@ -58,6 +66,8 @@ class Upstream:
                 self.errors.append(exc)
 
     def close(self):
+        with self._lock:
+            self._closed = True
         self.sock.close()
         for t in self.threads:
             t.join(TIMEOUT)
