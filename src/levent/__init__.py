@@ -36,7 +36,7 @@ from levent._buffer import (
 )
 from levent._bufferevent import BufferEvent, RateLimitGroup
 from levent._listener import Listener
-from levent._tls import TLSBufferEvent, TLSContext, TLSError
+from levent._tls import TLSBufferEvent, TLSContext, TLSError, TLSSession
 
 __all__ = [
     "__version__",
@@ -46,6 +46,7 @@ __all__ = [
     "TLSBufferEvent",
     "TLSContext",
     "TLSError",
+    "TLSSession",
     "CLOSED",
     "EOL_ANY",
     "EOL_CRLF",
