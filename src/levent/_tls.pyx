@@ -638,12 +638,12 @@ cdef class TLSBufferEvent(BufferEvent):
     @property
     def tls_version(self):
         """The negotiated protocol (``"TLSv1.3"``, ...), None before the handshake is done."""
-        return _tls_version(self._ssl)
+        return _tls_version(self._ssl, self._ssl != NULL and SSL_is_init_finished(self._ssl))
 
     @property
     def cipher(self):
         """The negotiated cipher's OpenSSL name, None before the handshake is done."""
-        return _cipher(self._ssl)
+        return _cipher(self._ssl, self._ssl != NULL and SSL_is_init_finished(self._ssl))
 
     @property
     def alpn_protocol(self):
@@ -854,6 +854,7 @@ cdef class TLSSession:
     cdef bint _server_side
     cdef object _server_hostname
     cdef bint _closed
+    cdef bint _established      # do_handshake() returned True (OpenSSL's own flag is reset by a failure)
     cdef bint _truncated
     cdef object _error          # the TLSError that ended the session
     cdef object _deferred       # a TLSError met after read_into() had data to return: the next call raises it
@@ -902,7 +903,7 @@ cdef class TLSSession:
         return 0
 
     cdef int _check_handshake_done(self, str what) except -1:
-        if not SSL_is_init_finished(self._ssl):
+        if not self._established:
             raise ValueError(f"{what} before the handshake is done: call do_handshake() until it "
                              "returns True first")
         return 0
@@ -924,7 +925,7 @@ cdef class TLSSession:
                for c in codes):
             self._truncated = True
             message = ("TLS connection truncated: the peer closed it without close_notify"
-                       if SSL_is_init_finished(self._ssl) else "the peer closed the connection during the TLS handshake")
+                       if self._established else "the peer closed the connection during the TLS handshake")
             return TLSError(message, [_error_string(c) for c in codes], True)
         if codes:
             return _tls_error(codes, self._ssl)
@@ -948,6 +949,7 @@ cdef class TLSSession:
         ERR_clear_error()
         r = SSL_do_handshake(self._ssl)
         if r == 1:
+            self._established = True
             return True
         r = SSL_get_error(self._ssl, r)
         if r == SSL_ERROR_WANT_READ and not self._io.nomem:
@@ -956,8 +958,8 @@ cdef class TLSSession:
 
     @property
     def handshake_done(self):
-        """True once the handshake is done."""
-        return bool(SSL_is_init_finished(self._ssl))
+        """True once :meth:`do_handshake` returned True."""
+        return self._established
 
     # -- ciphertext in --------------------------------------------------------------------------------
 
@@ -1004,6 +1006,8 @@ cdef class TLSSession:
         except TypeError:
             raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
         try:
+            if view.len == 0:
+                return 0
             room = _queue_room(&self._io.incoming, view.len)
             if room == NULL:
                 raise MemoryError(f"no memory for {view.len} bytes of ciphertext")
@@ -1143,7 +1147,7 @@ cdef class TLSSession:
         written after it. The peer's own close_notify shows as :meth:`read_into` returning 0."""
         cdef int r
         self._check_usable()
-        if not SSL_is_init_finished(self._ssl):
+        if not self._established:
             raise ValueError("shutdown() before the handshake is done: there is no TLS connection to "
                              "end yet; close the socket instead")
         if SSL_get_shutdown(self._ssl) & SSL_SENT_SHUTDOWN:
@@ -1195,12 +1199,12 @@ cdef class TLSSession:
     @property
     def tls_version(self):
         """The negotiated protocol (``"TLSv1.3"``, ...), None before the handshake is done."""
-        return _tls_version(self._ssl)
+        return _tls_version(self._ssl, self._established)
 
     @property
     def cipher(self):
         """The negotiated cipher's OpenSSL name, None before the handshake is done."""
-        return _cipher(self._ssl)
+        return _cipher(self._ssl, self._established)
 
     @property
     def alpn_protocol(self):
@@ -1224,24 +1228,26 @@ cdef class TLSSession:
             state = "closed"
         elif self._error is not None:
             state = "failed"
-        elif SSL_is_init_finished(self._ssl):
-            state = _tls_version(self._ssl)
+        elif self._established:
+            state = _tls_version(self._ssl, True)
         else:
             state = "handshaking"
         return f"<TLSSession {side} {state} pending_out={self.pending_out}>"
 
 
 # -- what was negotiated: shared by TLSBufferEvent and TLSSession ------------------------------------
+# ``established``: the handshake finished (a TLSSession remembers it: a later failure resets OpenSSL's
+# SSL_is_init_finished, and the version and cipher are still worth reading then).
 
-cdef object _tls_version(SSL *ssl):
-    if ssl == NULL or not SSL_is_init_finished(ssl):
+cdef object _tls_version(SSL *ssl, bint established):
+    if ssl == NULL or not established:
         return None
     return SSL_get_version(ssl).decode("ascii")
 
 
-cdef object _cipher(SSL *ssl):
+cdef object _cipher(SSL *ssl, bint established):
     cdef const SSL_CIPHER *c
-    if ssl == NULL or not SSL_is_init_finished(ssl):
+    if ssl == NULL or not established:
         return None
     c = SSL_get_current_cipher(ssl)
     return SSL_CIPHER_get_name(c).decode("ascii") if c != NULL else None
