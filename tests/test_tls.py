@@ -19,6 +19,8 @@ import pytest
 import levent
 from levent import READ, BufferEvent, Listener, TLSBufferEvent, TLSContext, TLSError, TLSSession
 
+from conftest import ssl_exchange
+
 PEER_TIMEOUT = 10.0
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
@@ -881,17 +883,9 @@ def test_session_large_transfer_both_ways_with_python_peer(certs):
     up, down = os.urandom(size), os.urandom(size)
 
     def script(tls):
-        sender = threading.Thread(target=tls.sendall, args=(up,))   # both ways at once
-        sender.start()
-        digest, n = hashlib.sha256(), 0
-        while n < size:
-            chunk = tls.recv(1 << 20)
-            assert chunk, "EOF before all the data came"
-            digest.update(chunk)
-            n += len(chunk)
-        sender.join(PEER_TIMEOUT)
+        digest = ssl_exchange(tls, up, size)     # both ways at once
         tls.unwrap()
-        return digest.hexdigest()
+        return digest
 
     driven, peer = session_to_python_server(certs, script)
     with driven.sock:
