@@ -6,21 +6,25 @@ step left to the user: a transform per direction.
 
 Two engines move the bytes:
 
-* ``"events"`` (plain TCP, no transform): a READ Event per socket whose callback ``recv_into``\\ s one
-  buffer shared by every connection and ``send``\\ s it on, as a C forwarder using libevent only as
-  the poller does. Nothing is copied in Python unless the destination takes only part of a chunk.
+* ``"events"`` (no transform): a READ Event per socket whose callback reads into one buffer shared by
+  every connection and sends it on, as a C forwarder using libevent only as the poller does. A plain
+  side ``recv_into``\\ s and ``send``\\ s; a TLS side is a :class:`~levent.TLSSession`: one ``recv`` of up
+  to a chunk straight into the session, decrypted into the shared buffer; what goes to it is encrypted
+  into the session and sent from there. Nothing is copied in Python unless a plain destination takes
+  only part of a chunk.
 * ``"bufferevent"``: a :class:`~levent.BufferEvent` per side. Without a transform, the source's input
   chains move to the destination's output in C (``write_buffer``: no copy); with one, the bytes go
-  through Python. Custom streams (TLS BufferEvents) use this engine.
+  through Python. TLS sides are :class:`~levent.TLSBufferEvent`\\ s; custom streams need this engine.
 
-``mode="auto"`` picks ``"events"`` whenever it can: it is the faster one for plain TCP (libevent
-2.1's bufferevents read 4 KiB per system call; see the measurement in the README).
+``mode="auto"`` picks ``"events"`` unless there is a transform or a custom stream: it is the faster
+one, plain or TLS (libevent 2.1's bufferevents read 4 KiB per system call; see the measurements in the
+README).
 
 Backpressure: a direction stops reading from its source while its destination is behind, so a slow
 peer never makes the proxy's memory grow without bound. With bufferevents, reading stops when the
 destination's output reaches ``high_water`` and resumes once it drained to ``low_water``; the events
 engine keeps at most one read (at most ``high_water`` bytes) per direction and reads again once that
-is sent.
+is sent (a TLS source first decrypts what its session already holds).
 
 EOF: when one side sends EOF, what it sent is forwarded and the write side toward the other is shut
 down (half-close), so a request/response over a half-closed connection works; once both directions
@@ -28,13 +32,16 @@ saw EOF, both sockets close. An error on either side closes both at once; an ups
 reached (or does not answer within ``connect_timeout``) closes the client, and the log says why.
 
 TLS (``client_tls`` / ``upstream_tls``, or stream hooks making :class:`~levent.TLSBufferEvent`\\ s):
-TLS has no half-close that a TLSBufferEvent can do (a raw ``shutdown(SHUT_WR)`` under it would skip
-close_notify, and its ``close()`` stops reading), so on a connection with TLS on either side the first
-EOF (a close_notify, or a plain side's FIN) ends the connection gracefully: what was read is forwarded,
+TLS has no half-close here (a raw ``shutdown(SHUT_WR)`` would skip close_notify, and a
+TLSBufferEvent's ``close()`` stops reading), so on a connection with TLS on either side the first EOF
+(a close_notify, or a plain side's FIN) ends the connection gracefully: what was read is forwarded,
 then both sides are closed once their output is out, TLS sides with close_notify. Bytes the other side
-sends after that are dropped. A truncated TLS stream (no close_notify) is an error and aborts both
-sides, so the truncation reaches the other side too. A failed handshake or certificate verification
-toward the upstream closes the client; a client that fails its handshake is closed; both are logged
+sends after that are dropped. The events engine then waits for each peer's EOF before closing its
+socket (closing with unread bytes would reset the connection), and gives up, aborting, after
+``TLS_LINGER`` seconds in which nothing more could be sent. A truncated TLS stream (no close_notify)
+is an error and aborts both sides, so the truncation reaches the other side too. A failed handshake
+or certificate verification toward the upstream closes the client (the upstream's handshake counts as
+its connect, within ``connect_timeout``); a client that fails its handshake is closed; both are logged
 with OpenSSL's reason.
 """
 import argparse
@@ -99,8 +106,8 @@ class Proxy:
       speak TLS to the proxy. ``upstream_tls``: a client-side TLSContext: the proxy speaks TLS to the
       upstream, checking its certificate against ``upstream_server_name`` (default: the upstream's
       host; also sent as SNI unless it is an IP address) as far as the context verifies. Either one
-      builds the matching stream hook, so it cannot be combined with that hook; both force the
-      bufferevent engine.
+      takes the place of the matching stream hook, so it cannot be combined with that hook. Both
+      engines speak TLS.
     * ``idle_timeout``: close a connection after that many seconds without a byte either way (checked
       every quarter of it). ``max_connections``: stop accepting while that many are open; the extra
       clients wait in the listen backlog.
@@ -1032,8 +1039,9 @@ def parser():
     p.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGINT/SIGTERM, abort the transfers still running after this long (default 10)")
     p.add_argument("--mode", choices=("auto", "events", "bufferevent"), default="auto",
-                   help="the engine: events (raw Events with recv_into/send, the fastest for plain TCP), "
-                        "bufferevent (BufferEvents, zero-copy between them); auto: events")
+                   help="the engine: events (raw Events reading 256 KiB per recv, TLS through TLSSession: "
+                        "the fastest, plain or TLS), bufferevent (BufferEvents, zero-copy between them, "
+                        "TLS through libevent's bufferevent_openssl); auto: events")
     tls = p.add_argument_group(
         "TLS", "any combination: --tls-upstream alone wraps plain clients into TLS, --cert alone unwraps "
                "TLS clients, both re-encrypt. With TLS on a side there is no half-close: the first EOF "
