@@ -813,9 +813,11 @@ cdef BIO_METHOD *_bio_method() except NULL:
     # One BIO_METHOD for every session, made on first use and never freed (as OpenSSL's own).
     global _session_bio_method
     cdef BIO_METHOD *method
+    cdef int index
     if _session_bio_method == NULL:
         ERR_clear_error()
-        method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, b"levent TLSSession")
+        index = BIO_get_new_index()
+        method = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, b"levent TLSSession") if index != -1 else NULL
         if method == NULL:
             raise _queued_error("cannot create the TLSSession BIO method")
         BIO_meth_set_read_ex(method, _bio_read)
@@ -844,8 +846,8 @@ cdef class TLSSession:
 
     Failures raise :class:`TLSError` with OpenSSL's reason; the session can then only send what is
     pending (the alert) and be closed. A peer that closes its socket without close_notify is a
-    truncation: TLSError with ``truncated`` True. Non-blocking: no call waits for the socket. Not
-    thread-safe: use a session from one thread at a time.
+    truncation: TLSError with ``truncated`` True. No call waits for the socket, and every call holds
+    the GIL: two threads never run one session at once (the order of their calls is theirs to keep).
     """
 
     cdef SSL *_ssl
@@ -869,6 +871,8 @@ cdef class TLSSession:
         BIO_set_init(bio, 1)
         SSL_set_bio(self._ssl, bio, bio)    # the SSL owns the BIO: one reference serves both ways
         # write() hands OpenSSL slices of caller buffers and loops over the records itself.
+        # SSL_MODE_RELEASE_BUFFERS stays off: a busy session keeps OpenSSL's record buffers rather
+        # than allocating them again for every batch of records.
         SSL_set_mode(self._ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
         SSL_set_read_ahead(self._ssl, 1)    # one BIO read per ~16 KiB rather than two per record
         if server_side:
@@ -946,6 +950,8 @@ cdef class TLSSession:
         :attr:`pending_out`."""
         cdef int r
         self._check_usable()
+        if self._established:
+            return True
         ERR_clear_error()
         r = SSL_do_handshake(self._ssl)
         if r == 1:
