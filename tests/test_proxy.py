@@ -780,5 +780,7 @@ def test_tls_arguments_misuse_is_refused(certs):
             Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs), upstream_stream=lambda b, a: None)
         with pytest.raises(ValueError, match="upstream_tls only"):
             Proxy(base, upstream=upstream, upstream_server_name="example.com")
+        with pytest.raises(ValueError, match="load_cert_chain"):
+            Proxy(base, upstream=upstream, client_tls=levent.TLSContext(server_side=True))
         with pytest.raises(ValueError, match="transforms and custom streams"):
             Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs), transform_up=xor, mode="events")

@@ -141,6 +141,7 @@ class Proxy:
                 raise TypeError("client_tls must be a TLSContext(server_side=True) with its certificate loaded")
             if client_stream is not None:
                 raise ValueError("client_tls builds the client stream: pass client_tls or client_stream, not both")
+            TLSSession(client_tls, server_side=True)    # a context without a certificate fails here, not per client
         if upstream_tls is not None:
             if not isinstance(upstream_tls, TLSContext) or upstream_tls.server_side:
                 raise TypeError("upstream_tls must be a client-side TLSContext()")
@@ -148,6 +149,7 @@ class Proxy:
                 raise ValueError("upstream_tls builds the upstream stream: pass upstream_tls or "
                                  "upstream_stream, not both")
             upstream_server_name = upstream_server_name or upstream[0]
+            TLSSession(upstream_tls, server_hostname=upstream_server_name)      # checks the name too
         elif upstream_server_name is not None:
             raise ValueError("upstream_server_name applies to upstream_tls only")
         raw = transform_up is None and transform_down is None and client_stream is None \
