@@ -1,5 +1,6 @@
 # OpenSSL 3 declarations levent's TLS support uses. Not a libevent header: these are the parts of
-# openssl/ssl.h, x509.h, x509v3.h, err.h, pem.h and bio.h that libevent_openssl's SSL objects need.
+# openssl/ssl.h, x509.h, x509v3.h, err.h, pem.h and bio.h that libevent_openssl's SSL objects and
+# levent's TLSSession (an SSL over a BIO of its own) need.
 # Only public API; structs stay opaque except GENERAL_NAME, whose layout x509v3.h publishes.
 from libc.time cimport tm
 
@@ -35,7 +36,13 @@ cdef extern from "openssl/ssl.h" nogil:
         SSL_TLSEXT_ERR_OK
         SSL_TLSEXT_ERR_NOACK
         SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+        SSL_MODE_ENABLE_PARTIAL_WRITE
+        SSL_ERROR_NONE
+        SSL_ERROR_SSL
+        SSL_ERROR_WANT_READ
         SSL_ERROR_WANT_WRITE
+        SSL_ERROR_SYSCALL
+        SSL_ERROR_ZERO_RETURN
         X509_V_OK
     unsigned long SSL_OP_NO_COMPRESSION
     unsigned long SSL_OP_NO_RENEGOTIATION
@@ -72,6 +79,14 @@ cdef extern from "openssl/ssl.h" nogil:
     int SSL_set1_host(SSL *ssl, const char *hostname)
     long SSL_set_tlsext_host_name(SSL *ssl, const char *name)     # a macro over SSL_ctrl
     X509_VERIFY_PARAM *SSL_get0_param(SSL *ssl)
+    void SSL_set_bio(SSL *ssl, BIO *rbio, BIO *wbio)
+    void SSL_set_connect_state(SSL *ssl)
+    void SSL_set_accept_state(SSL *ssl)
+    long SSL_set_mode(SSL *ssl, long mode)             # a macro over SSL_ctrl
+    void SSL_set_read_ahead(SSL *ssl, int yes)
+    int SSL_do_handshake(SSL *ssl)
+    int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes)
+    int SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written)
     int SSL_shutdown(SSL *ssl)
     int SSL_get_error(const SSL *ssl, int ret)
     int SSL_get_shutdown(const SSL *ssl)
@@ -135,9 +150,28 @@ cdef extern from "openssl/x509v3.h" nogil:
     void BN_free(BIGNUM *a)
     void OPENSSL_free(void *p)
 
-cdef extern from "openssl/pem.h" nogil:
+cdef extern from "openssl/bio.h" nogil:
+    enum:
+        BIO_TYPE_SOURCE_SINK
+        BIO_CTRL_EOF
+        BIO_CTRL_PENDING
+        BIO_CTRL_FLUSH
+        BIO_CTRL_WPENDING
+    BIO *BIO_new(const BIO_METHOD *method)
     BIO *BIO_new_mem_buf(const void *buf, int length)
     int BIO_free(BIO *b)
+    int BIO_get_new_index()
+    BIO_METHOD *BIO_meth_new(int type, const char *name)
+    int BIO_meth_set_write_ex(BIO_METHOD *method, int (*write)(BIO *, const char *, size_t, size_t *) noexcept nogil)
+    int BIO_meth_set_read_ex(BIO_METHOD *method, int (*read)(BIO *, char *, size_t, size_t *) noexcept nogil)
+    int BIO_meth_set_ctrl(BIO_METHOD *method, long (*ctrl)(BIO *, int, long, void *) noexcept nogil)
+    void BIO_set_data(BIO *b, void *ptr)
+    void *BIO_get_data(BIO *b)
+    void BIO_set_init(BIO *b, int init)
+    void BIO_set_retry_read(BIO *b)             # macros over BIO_set_flags / BIO_clear_flags
+    void BIO_clear_retry_flags(BIO *b)
+
+cdef extern from "openssl/pem.h" nogil:
     X509 *PEM_read_bio_X509(BIO *bp, X509 **x, pem_password_cb cb, void *u)
 
 cdef extern from "openssl/err.h" nogil:

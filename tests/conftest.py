@@ -12,10 +12,13 @@
 """
 import contextlib
 import faulthandler
+import hashlib
 import os
+import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -389,3 +392,42 @@ def certs(tmp_path_factory):
     return types.SimpleNamespace(ca=str(d / "ca.pem"), server_cert=str(d / "server.pem"),
                                  server_key=str(d / "server.key"), self_cert=str(d / "self.pem"),
                                  self_key=str(d / "self.key"))
+
+
+def ssl_exchange(tls, data, size, timeout=30.0):
+    """Send ``data`` and receive ``size`` bytes at the same time on a Python SSLSocket, from this one
+    thread (an SSL object must not be used by two threads at once): non-blocking and select()-driven,
+    at most ``timeout`` seconds. Returns the sha256 (hex) of what came; the socket is left blocking
+    with ``timeout``."""
+    tls.setblocking(False)
+    view, sent = memoryview(data), 0
+    digest, got = hashlib.sha256(), 0
+    deadline = time.monotonic() + timeout
+    while got < size or sent < len(data):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"ssl_exchange: {sent}/{len(data)} bytes sent, {got}/{size} received")
+        r, w, _ = select.select([tls] if got < size else [], [tls] if sent < len(data) else [], [], left)
+        if w:
+            try:
+                # One record at a time: after a WANT_*, OpenSSL wants the same bytes again.
+                sent += tls.send(view[sent:sent + 16384])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+        if r:
+            try:
+                while got < size:   # what OpenSSL holds decrypted does not make the socket readable
+                    chunk = tls.recv(1 << 18)
+                    if not chunk:
+                        raise EOFError(f"ssl_exchange: EOF after {got}/{size} bytes")
+                    digest.update(chunk)
+                    got += len(chunk)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+    tls.settimeout(timeout)
+    return digest.hexdigest()
+
+
+@pytest.fixture(name="ssl_exchange")
+def ssl_exchange_fixture():
+    return ssl_exchange

@@ -21,7 +21,7 @@ import levent
 from levent.proxy import Counters, Proxy
 from levent.proxy import main as proxy_main
 
-from conftest import sigint_default, wait_until
+from conftest import sigint_default, ssl_exchange, wait_until
 
 TIMEOUT = 10.0
 MODES = ["events", "bufferevent"]
@@ -37,6 +37,10 @@ class Upstream:
         self.address = self.sock.getsockname()
         self.errors = []
         self.threads = []
+        # close() may run while _accept has just accepted: the lock makes it either see the handler
+        # thread started (and join it) or make _accept drop the connection.
+        self._lock = threading.Lock()
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -46,9 +50,13 @@ class Upstream:
             except OSError:
                 return
             conn.settimeout(TIMEOUT)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(t)
-            t.start()
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+                t.start()
+                self.threads.append(t)
 
     def _serve(self, conn):
         with conn:
@@ -58,6 +66,8 @@ class Upstream:
                 self.errors.append(exc)
 
     def close(self):
+        with self._lock:
+            self._closed = True
         self.sock.close()
         for t in self.threads:
             t.join(TIMEOUT)
@@ -155,12 +165,16 @@ def test_plain_round_trip_and_half_close(servers, mode):
     assert counters == Counters(accepted=1, active=0, failed=0, idle_closed=0, bytes_up=11, bytes_down=11)
 
 
-def test_auto_mode_picks_events_for_plain_tcp_only():
+def test_auto_mode_picks_events_unless_bytes_are_transformed(certs):
     with levent.EventBase() as base:
-        assert Proxy(base, upstream=("127.0.0.1", 1)).mode == "events"
-        assert Proxy(base, upstream=("127.0.0.1", 1), transform_up=xor).mode == "bufferevent"
-        with pytest.raises(ValueError, match="plain TCP only"):
-            Proxy(base, upstream=("127.0.0.1", 1), transform_up=xor, mode="events")
+        upstream = ("127.0.0.1", 1)
+        assert Proxy(base, upstream=upstream).mode == "events"
+        assert Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs),
+                     client_tls=proxy_server_context(certs)).mode == "events"
+        assert Proxy(base, upstream=upstream, transform_up=xor).mode == "bufferevent"
+        assert Proxy(base, upstream=upstream, client_stream=lambda b, s: None).mode == "bufferevent"
+        with pytest.raises(ValueError, match="transforms and custom streams need mode='bufferevent'"):
+            Proxy(base, upstream=upstream, transform_up=xor, mode="events")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -373,8 +387,9 @@ def rss(pid):
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls-upstream"])
 @pytest.mark.parametrize("mode", MODES)
-def test_slow_consumer_keeps_rss_bounded(servers, child_env, mode):
+def test_slow_consumer_keeps_rss_bounded(servers, child_env, certs, mode, tls):
     if not os.path.exists("/proc/self/status"):
         pytest.skip("no /proc")
     sent = [0]
@@ -382,6 +397,8 @@ def test_slow_consumer_keeps_rss_bounded(servers, child_env, mode):
 
     def firehose(conn):
         chunk = b"x" * (256 * 1024)
+        if tls:
+            conn = tls_server_context(certs).wrap_socket(conn, server_side=True)
         conn.settimeout(0.2)
         while not stop.is_set():
             try:
@@ -392,7 +409,8 @@ def test_slow_consumer_keeps_rss_bounded(servers, child_env, mode):
                 return
 
     up = servers.upstream(firehose)
-    proc, address = start_cli(child_env, up.address, "--mode", mode, "--high-water", "256k")
+    tls_args = ("--tls-upstream", "--cafile", certs.ca) if tls else ()
+    proc, address = start_cli(child_env, up.address, "--mode", mode, "--high-water", "256k", *tls_args)
     try:
         baseline = peak = rss(proc.pid)
         with socket.create_connection(address, timeout=TIMEOUT) as c:
@@ -551,12 +569,13 @@ def proxy_server_context(certs):
     return ctx
 
 
-def test_tls_upstream_wraps_plain_clients(servers, certs):
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_upstream_wraps_plain_clients(servers, certs, mode):
     answerer = Answerer(tls_server_context(certs))
     up = servers.upstream(answerer)
     # The server name defaults to the upstream host, 127.0.0.1: checked against the IP SAN.
-    px = servers.proxy(up.address, upstream_tls=upstream_context(certs))
-    assert px.proxy.mode == "bufferevent"
+    px = servers.proxy(up.address, upstream_tls=upstream_context(certs), mode=mode)
+    assert px.proxy.mode == mode
     data = os.urandom(TLS_SIZE)
     with px.connect() as c:
         echoed = lockstep(c, data)
@@ -567,10 +586,11 @@ def test_tls_upstream_wraps_plain_clients(servers, certs):
     assert (px.proxy.counters.bytes_up, px.proxy.counters.bytes_down) == (TLS_SIZE, TLS_SIZE)
 
 
-def test_tls_clients_unwrapped_to_plain_upstream(servers, certs):
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_clients_unwrapped_to_plain_upstream(servers, certs, mode):
     answerer = Answerer()
     up = servers.upstream(answerer)
-    px = servers.proxy(up.address, client_tls=proxy_server_context(certs))
+    px = servers.proxy(up.address, client_tls=proxy_server_context(certs), mode=mode)
     data = os.urandom(TLS_SIZE)
     with tls_client(certs, px.address) as c:
         echoed = lockstep(c, data)
@@ -579,11 +599,12 @@ def test_tls_clients_unwrapped_to_plain_upstream(servers, certs):
     assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
 
 
-def test_tls_both_ways_on_the_command_line(servers, certs, child_env):
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_both_ways_on_the_command_line(servers, certs, child_env, mode):
     answerer = Answerer(tls_server_context(certs))
     up = servers.upstream(answerer)
     proc, address = start_cli(child_env, ("localhost", up.address[1]), "--cert", certs.server_cert,
-                              "--key", certs.server_key, "--tls-upstream", "--cafile", certs.ca)
+                              "--key", certs.server_key, "--tls-upstream", "--cafile", certs.ca, "--mode", mode)
     try:
         data = os.urandom(TLS_SIZE)
         with tls_client(certs, address) as c:
@@ -596,10 +617,12 @@ def test_tls_both_ways_on_the_command_line(servers, certs, child_env):
     assert f"bytes_up {TLS_SIZE}, bytes_down {TLS_SIZE}" in out, err
 
 
-def test_wrong_upstream_name_closes_the_client_and_logs_why(servers, certs, caplog):
+@pytest.mark.parametrize("mode", MODES)
+def test_wrong_upstream_name_closes_the_client_and_logs_why(servers, certs, caplog, mode):
     answerer = Answerer(tls_server_context(certs))
     up = servers.upstream(answerer)
-    px = servers.proxy(up.address, upstream_tls=upstream_context(certs), upstream_server_name="example.com")
+    px = servers.proxy(up.address, upstream_tls=upstream_context(certs), upstream_server_name="example.com",
+                       mode=mode)
     with caplog.at_level(logging.WARNING, logger="levent.proxy"), px.connect() as c:
         c.sendall(b"hello")
         try:
@@ -613,10 +636,11 @@ def test_wrong_upstream_name_closes_the_client_and_logs_why(servers, certs, capl
     assert wait_until(lambda: answerer.refused, TIMEOUT)     # the proxy's alert reached the upstream
 
 
-def test_insecure_accepts_an_untrusted_upstream(servers, certs, child_env):
+@pytest.mark.parametrize("mode", MODES)
+def test_insecure_accepts_an_untrusted_upstream(servers, certs, child_env, mode):
     answerer = Answerer(tls_server_context(certs, self_signed=True), size=1 << 20)
     up = servers.upstream(answerer)
-    proc, address = start_cli(child_env, up.address, "--tls-upstream", "--insecure")
+    proc, address = start_cli(child_env, up.address, "--tls-upstream", "--insecure", "--mode", mode)
     try:
         data = os.urandom(1 << 20)
         with socket.create_connection(address, timeout=TIMEOUT) as c:
@@ -628,9 +652,10 @@ def test_insecure_accepts_an_untrusted_upstream(servers, certs, child_env):
     assert "the upstream's certificate is not verified" in err
 
 
-def test_client_failing_the_handshake_is_closed_and_logged(servers, certs, caplog):
+@pytest.mark.parametrize("mode", MODES)
+def test_client_failing_the_handshake_is_closed_and_logged(servers, certs, caplog, mode):
     up = servers.upstream()
-    px = servers.proxy(up.address, client_tls=proxy_server_context(certs))
+    px = servers.proxy(up.address, client_tls=proxy_server_context(certs), mode=mode)
     with caplog.at_level(logging.INFO, logger="levent.proxy"), px.connect() as c:
         c.sendall(b"GET / HTTP/1.0\r\n\r\n")    # plain text to a TLS port
         try:
@@ -642,13 +667,99 @@ def test_client_failing_the_handshake_is_closed_and_logged(servers, certs, caplo
     assert any("client 127.0.0.1" in m and "http request" in m.lower() for m in messages), messages
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_both_sides_16_mib_each_way_concurrently(servers, certs, mode):
+    size = 16 << 20
+    up_data, down_data = os.urandom(size), os.urandom(size)
+    received_up = {}
+
+    def upstream(conn):
+        with tls_server_context(certs).wrap_socket(conn, server_side=True) as tls:
+            received_up["sha256"] = ssl_exchange(tls, down_data, size)
+            assert tls.recv(100) == b""     # the proxy passed the client's close_notify on
+            tls.unwrap()
+
+    up = servers.upstream(upstream)
+    px = servers.proxy(up.address, client_tls=proxy_server_context(certs), upstream_tls=upstream_context(certs),
+                       mode=mode)
+    with tls_client(certs, px.address) as c:
+        got = ssl_exchange(c, up_data, size)
+        c.unwrap()
+    assert got == hashlib.sha256(down_data).hexdigest()
+    assert wait_until(lambda: "sha256" in received_up, TIMEOUT)
+    assert received_up["sha256"] == hashlib.sha256(up_data).hexdigest()
+    assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+    assert (px.proxy.counters.bytes_up, px.proxy.counters.bytes_down) == (size, size)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_truncation_aborts_both_sides_and_is_logged(servers, certs, caplog, mode):
+    answered = threading.Event()
+
+    def truncating(conn):
+        tls = tls_server_context(certs).wrap_socket(conn, server_side=True)
+        tls.sendall(tls.recv(100).upper())
+        answered.wait(TIMEOUT)      # (an abort may drop what is not sent yet)
+        # the socket closes without close_notify
+
+    up = servers.upstream(truncating)
+    px = servers.proxy(up.address, client_tls=proxy_server_context(certs), upstream_tls=upstream_context(certs),
+                       mode=mode)
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)     # on by default in some Pythons (3.9.18)
+    with caplog.at_level(logging.INFO, logger="levent.proxy"), \
+            ctx.wrap_socket(px.connect(), server_hostname="localhost", suppress_ragged_eofs=False) as c:
+        c.sendall(b"hello")
+        assert c.recv(100) == b"HELLO"
+        answered.set()
+        # The client sees the truncation too: no close_notify (or a reset, if the abort found bytes unread).
+        # Python 3.9 reports it as a plain SSLError (UNEXPECTED_EOF_WHILE_READING), later ones as SSLEOFError.
+        with pytest.raises((ssl.SSLError, ConnectionResetError)) as info:
+            c.recv(100)
+        assert isinstance(info.value, ConnectionResetError) or "eof" in str(info.value).lower()
+    assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("client 127.0.0.1" in m and "truncated" in m for m in messages), messages
+
+
+def test_tls_close_is_bounded_when_the_client_never_reads(servers, certs, caplog, monkeypatch):
+    monkeypatch.setattr(levent.proxy, "TLS_LINGER", 0.3)
+    stop = threading.Event()
+
+    def firehose(conn):
+        with tls_server_context(certs).wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(0.1)
+            chunk = b"x" * 65536
+            while not stop.is_set():
+                try:
+                    tls.send(chunk)
+                except (TimeoutError, socket.timeout):
+                    continue
+                except OSError:
+                    return
+
+    up = servers.upstream(firehose)
+    px = servers.proxy(up.address, upstream_tls=upstream_context(certs), mode="events")
+    try:
+        with caplog.at_level(logging.INFO, logger="levent.proxy"), px.connect() as c:
+            assert c.recv(1)        # the upstream's bytes flow ...
+            time.sleep(0.3)         # ... until every buffer toward this client is full
+            started = time.monotonic()
+            c.shutdown(socket.SHUT_WR)      # EOF: the proxy closes, but can never send the rest
+            assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+            assert 0.25 < time.monotonic() - started < 3
+    finally:
+        stop.set()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("without progress" in m for m in messages), messages
+
+
 @pytest.mark.parametrize("args, says", [
     (["--key", "k.pem"], "--key needs --cert"),
     (["--insecure"], "add --tls-upstream"),
     (["--cafile", "ca.pem"], "add --tls-upstream"),
     (["--server-name", "example.com"], "add --tls-upstream"),
     (["--tls-upstream", "--insecure", "--cafile", "ca.pem"], "drop one of them"),
-    (["--tls-upstream", "--mode", "events"], "drop --mode events"),
     (["--cert", "/nonexistent.pem"], "--cert/--key: cannot load"),
 ])
 def test_tls_flag_misuse_is_a_usage_error(args, says, capsys):
@@ -669,5 +780,7 @@ def test_tls_arguments_misuse_is_refused(certs):
             Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs), upstream_stream=lambda b, a: None)
         with pytest.raises(ValueError, match="upstream_tls only"):
             Proxy(base, upstream=upstream, upstream_server_name="example.com")
-        with pytest.raises(ValueError, match="plain TCP only"):
-            Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs), mode="events")
+        with pytest.raises(ValueError, match="load_cert_chain"):
+            Proxy(base, upstream=upstream, client_tls=levent.TLSContext(server_side=True))
+        with pytest.raises(ValueError, match="transforms and custom streams"):
+            Proxy(base, upstream=upstream, upstream_tls=upstream_context(certs), transform_up=xor, mode="events")

@@ -1,11 +1,13 @@
-"""TLS on BufferEvents: TLSContext and TLSBufferEvent against Python's ssl module and against
+"""TLS: TLSContext, TLSBufferEvent and TLSSession against Python's ssl module and against
 themselves, on 127.0.0.1 and socketpairs.
 
 Certificates are made once per session with the openssl command: a CA, a server certificate for
 localhost / 127.0.0.1 signed by it, and an untrusted self-signed one. Python ssl peers run in
 threads with blocking sockets and 10 s timeouts; every loop is bounded by run_loop."""
 import gc
+import hashlib
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -15,7 +17,9 @@ import threading
 import pytest
 
 import levent
-from levent import READ, BufferEvent, Listener, TLSBufferEvent, TLSContext, TLSError
+from levent import READ, BufferEvent, Listener, TLSBufferEvent, TLSContext, TLSError, TLSSession
+
+from conftest import ssl_exchange
 
 PEER_TIMEOUT = 10.0
 
@@ -684,3 +688,359 @@ def test_encrypted_key_with_password(certs, tmp_path):
     with pytest.raises(TLSError):
         ctx.load_cert_chain(certs.server_cert, str(key), password="wrong")
     ctx.load_cert_chain(certs.server_cert, str(key), password=lambda: b"s3cret")
+
+
+# -- TLSSession: TLS over memory, driven here with select() on real sockets -----------------------------
+
+
+class Driven:
+    """A TLSSession over a non-blocking socket, driven with select(); every wait is bounded."""
+
+    def __init__(self, session, sock):
+        self.session = session
+        self.sock = sock
+        sock.setblocking(False)
+        self.buffer = bytearray(256 * 1024)
+
+    def _wait(self, readable):
+        r, w, _ = select.select([self.sock] if readable else [], [] if readable else [self.sock], [], PEER_TIMEOUT)
+        assert r or w, "the peer is stuck"
+
+    def flush(self):
+        while self.session.pending_out:
+            if not self.session.send_to(self.sock):
+                self._wait(readable=False)
+
+    def receive(self):
+        self.flush()
+        self._wait(readable=True)
+        try:
+            return self.session.recv_from(self.sock)
+        except BlockingIOError:
+            return None
+
+    def handshake(self):
+        while not self.session.do_handshake():
+            self.receive()
+        self.flush()
+
+    def read(self):
+        """The next plaintext (bytes), or b"" once close_notify came."""
+        while True:
+            n = self.session.read_into(self.buffer)
+            if n is not None:
+                self.flush()
+                return bytes(self.buffer[:n])
+            self.receive()
+
+    def read_until_close(self):
+        chunks = []
+        while chunk := self.read():
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def write(self, data):
+        assert self.session.write(data) == len(data)
+        self.flush()
+
+
+def session_to_python_server(certs, script, server_hostname="localhost", client_alpn=None, **kwargs):
+    address, peer = python_server(certs, script, **kwargs)
+    ctx = client_context(certs)
+    if client_alpn:
+        ctx.set_alpn_protocols(client_alpn)
+    sock = socket.create_connection(address, timeout=PEER_TIMEOUT)
+    return Driven(TLSSession(ctx, server_hostname=server_hostname), sock), peer
+
+
+def test_session_client_with_python_server_closes_cleanly(certs):
+    def script(tls):
+        got = tls.recv(100)
+        tls.sendall(got.upper())
+        return got, tls.selected_alpn_protocol(), tls.unwrap()
+
+    driven, peer = session_to_python_server(certs, script, client_alpn=["x/1", "h2"], alpn=["h2", "http/1.1"])
+    with driven.sock:
+        session = driven.session
+        assert not session.handshake_done and session.tls_version is None
+        driven.handshake()
+        assert session.handshake_done and not session.server_side
+        assert session.tls_version == "TLSv1.3" and session.cipher
+        assert session.alpn_protocol == "h2" and session.server_hostname == "localhost"
+        assert session.peer_certificate["subjectAltName"] == (("DNS", "localhost"), ("IP Address", "127.0.0.1"))
+        assert ssl.DER_cert_to_PEM_cert(session.peer_certificate_der).strip() == open(certs.server_cert).read().strip()
+        driven.write(b"hello")
+        assert driven.read() == b"HELLO"
+        assert driven.read() == b""     # the peer's unwrap(): close_notify
+        assert session.close_notify_received and not session.tls_truncated
+        assert session.read_into(driven.buffer) == 0    # and again
+        session.shutdown()
+        session.shutdown()      # once only
+        driven.flush()
+        got = peer.outcome()
+        assert not isinstance(got, BaseException), got
+        assert got[:2] == (b"hello", "h2")
+        with pytest.raises(ValueError, match="after shutdown"):
+            session.write(b"more")
+
+
+def test_session_server_with_python_client(certs):
+    ctx = server_context(certs)
+    ctx.set_alpn_protocols(["echo"])
+    lsock = socket.create_server(("127.0.0.1", 0))
+
+    def script(tls):
+        tls.sendall(b"ping" * 1000)
+        reply = recv_until_eof(tls)     # suppress_ragged_eofs=False: raises unless close_notify came
+        return reply, tls.selected_alpn_protocol(), tls.version()
+
+    with lsock:
+        peer = python_client(certs, lsock.getsockname(), script, alpn=["echo"])
+        lsock.settimeout(PEER_TIMEOUT)
+        sock, _ = lsock.accept()
+    with sock:
+        driven = Driven(TLSSession(ctx, server_side=True), sock)
+        driven.handshake()
+        got = b""
+        while len(got) < 4000:
+            got += driven.read()
+        driven.write(got)
+        driven.session.shutdown()
+        driven.flush()
+        assert peer.outcome() == (b"ping" * 1000, "echo", "TLSv1.3")
+        session = driven.session
+        assert session.server_side and session.peer_certificate is None and session.alpn_protocol == "echo"
+
+
+@pytest.mark.parametrize("hostname, says", [("example.com", "hostname mismatch"), ("10.0.0.1", "ip address mismatch")])
+def test_session_refuses_a_wrong_name_and_sends_the_alert(certs, hostname, says):
+    driven, peer = session_to_python_server(certs, lambda tls: None, server_hostname=hostname)
+    with driven.sock:
+        with pytest.raises(TLSError) as info:
+            driven.handshake()
+        assert "certificate verify failed" in str(info.value) and says in str(info.value).lower()
+        assert not info.value.truncated and info.value.errors
+        assert driven.session.pending_out     # the alert
+        driven.flush()
+        outcome = peer.outcome()
+    assert isinstance(outcome, ssl.SSLError) and "alert" in str(outcome)
+    with pytest.raises(ValueError, match="failed earlier"):
+        driven.session.do_handshake()
+
+
+def test_session_refuses_an_untrusted_certificate(certs):
+    driven, peer = session_to_python_server(certs, lambda tls: None, self_signed=True)
+    with driven.sock:
+        with pytest.raises(TLSError, match="certificate verify failed") as info:
+            driven.handshake()
+        assert "self-signed" in str(info.value) or "self signed" in str(info.value)
+        driven.flush()
+    assert isinstance(peer.outcome(), ssl.SSLError)
+
+
+def test_session_truncation_is_told_from_a_clean_close(certs):
+    def script(tls):
+        tls.sendall(b"partial")
+        # closing the socket without unwrap(): no close_notify
+
+    driven, peer = session_to_python_server(certs, script)
+    with driven.sock:
+        driven.handshake()
+        assert driven.read() == b"partial"
+        with pytest.raises(TLSError, match="truncated") as info:
+            while True:
+                if driven.session.read_into(driven.buffer) is None:
+                    driven.receive()
+        assert info.value.truncated and driven.session.tls_truncated
+        assert not driven.session.close_notify_received
+        assert driven.session.tls_version == "TLSv1.3"     # still readable after the failure
+        assert driven.session.recv_from(driven.sock) == 0     # the EOF the truncation was found by
+        with pytest.raises(ValueError, match="failed earlier"):
+            driven.session.read_into(driven.buffer)
+    assert peer.outcome() is None
+
+
+def test_session_eof_during_the_handshake(certs):
+    lsock = socket.create_server(("127.0.0.1", 0))
+    with lsock:
+        sock = socket.create_connection(lsock.getsockname(), timeout=PEER_TIMEOUT)
+        conn, _ = lsock.accept()
+    with sock:
+        driven = Driven(TLSSession(client_context(certs), server_hostname="localhost"), sock)
+        assert driven.session.do_handshake() is False
+        driven.flush()
+        with conn:          # a plain server that reads the ClientHello and hangs up
+            conn.settimeout(PEER_TIMEOUT)
+            assert conn.recv(65536)
+        assert driven.receive() == 0
+        with pytest.raises(TLSError, match="during the TLS handshake") as info:
+            driven.session.do_handshake()
+        assert info.value.truncated
+
+
+def test_session_large_transfer_both_ways_with_python_peer(certs):
+    size = 16 << 20
+    up, down = os.urandom(size), os.urandom(size)
+
+    def script(tls):
+        digest = ssl_exchange(tls, up, size)     # both ways at once
+        tls.unwrap()
+        return digest
+
+    driven, peer = session_to_python_server(certs, script)
+    with driven.sock:
+        session, sock = driven.session, driven.sock
+        driven.handshake()
+        received, sent, out = hashlib.sha256(), 0, memoryview(down)
+        got = 0
+        while got < size or sent < size or session.pending_out:
+            want_write = sent < size or session.pending_out
+            r, w, _ = select.select([sock], [sock] if want_write else [], [], PEER_TIMEOUT)
+            assert r or w, "stuck"
+            if r:
+                session.recv_from(sock)
+                while n := session.read_into(driven.buffer):
+                    received.update(driven.buffer[:n])
+                    got += n
+                if n == 0:
+                    assert got == size, "close_notify before all the data came"
+            if w:
+                if not session.pending_out and sent < size:
+                    sent += session.write(out[sent:sent + 256 * 1024])
+                session.send_to(sock)
+        assert driven.read() == b""
+        session.shutdown()
+        driven.flush()
+    assert received.hexdigest() == hashlib.sha256(up).hexdigest()
+    assert peer.outcome() == hashlib.sha256(down).hexdigest()
+
+
+def session_pair(certs, server_ctx=None, client_ctx=None):
+    """A client and a server TLSSession with the handshake done in memory (feed/read_out)."""
+    client = TLSSession(client_ctx or client_context(certs), server_hostname="localhost")
+    server = TLSSession(server_ctx or server_context(certs), server_side=True)
+    for _ in range(5):
+        client_done = client.do_handshake()
+        server.feed(client.read_out())
+        server_done = server.do_handshake()
+        client.feed(server.read_out())
+        if client_done and server_done:
+            return client, server
+    raise AssertionError("the in-memory handshake did not finish")
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_session_to_session_in_memory(certs, version):
+    sctx = server_context(certs)
+    sctx.maximum_version = version
+    client, server = session_pair(certs, sctx)
+    assert client.tls_version == server.tls_version == version.name.replace("_", ".")
+    buffer = bytearray(100)
+    assert server.read_into(buffer) is None
+    data = os.urandom(1 << 20)
+    assert client.write(data) == len(data)
+    assert client.pending_out > len(data)
+    server.feed(client.read_out(1000))
+    server.feed(client.read_out())
+    assert client.pending_out == 0
+    got, big = bytearray(), bytearray(300 * 1024)
+    while (n := server.read_into(big, 200 * 1024)) is not None:
+        assert 0 < n <= 200 * 1024
+        got += big[:n]
+    assert got == data
+    assert server.read_into(buffer) is None
+    client.shutdown()
+    server.feed(client.read_out())
+    assert server.read_into(buffer) == 0 and server.close_notify_received
+
+
+def test_session_hands_over_data_before_a_corrupt_record(certs):
+    client, server = session_pair(certs)
+    client.write(b"good")
+    good = client.read_out()
+    client.write(b"evil")
+    bad = bytearray(client.read_out())
+    bad[-1] ^= 1        # the record's authentication tag no longer matches
+    server.feed(good + bytes(bad))
+    buffer = bytearray(100)
+    assert server.read_into(buffer) == 4 and buffer[:4] == b"good"
+    with pytest.raises(TLSError) as info:
+        server.read_into(buffer)
+    assert not info.value.truncated and "bad record mac" in str(info.value).lower()
+    assert server.pending_out       # the alert for the peer
+    with pytest.raises(ValueError, match="failed earlier"):
+        server.write(b"x")
+
+
+def test_session_misuse_is_refused_with_a_message(certs):
+    with pytest.raises(TypeError, match="levent.TLSContext"):
+        TLSSession(ssl.create_default_context(), server_hostname="localhost")
+    with pytest.raises(ValueError, match="server_side=True"):
+        TLSSession(client_context(certs), server_side=True)
+    with pytest.raises(ValueError, match="load_cert_chain"):
+        TLSSession(TLSContext(server_side=True), server_side=True)
+    with pytest.raises(ValueError, match="server_hostname"):
+        TLSSession(client_context(certs))
+    with pytest.raises(TypeError):
+        TLSSession()
+    session = TLSSession(client_context(certs), server_hostname="localhost")
+    buffer = bytearray(10)
+    with pytest.raises(ValueError, match="before the handshake is done"):
+        session.write(b"early")
+    with pytest.raises(ValueError, match="before the handshake is done"):
+        session.read_into(buffer)
+    with pytest.raises(ValueError, match="before the handshake is done"):
+        session.shutdown()
+    assert session.send_to(0) == 0 and session.read_out() == b""     # nothing pending: no system call
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            session.recv_from(a)
+        with pytest.raises(ValueError, match="nbytes"):
+            session.recv_from(a, 0)
+        with pytest.raises(TypeError, match="fileno"):
+            session.recv_from("socket")
+    assert session.do_handshake() is False and session.pending_out
+    with pytest.raises(OSError):
+        session.send_to(-1)
+    client, server = session_pair(certs)
+    with pytest.raises(TypeError, match="writable"):
+        server.read_into(b"read-only")
+    with pytest.raises(ValueError, match="at least one byte"):
+        server.read_into(bytearray(0))
+    with pytest.raises(TypeError, match="bytes-like"):
+        client.write("text")
+    with pytest.raises(TypeError, match="bytes-like"):
+        client.feed(42)
+    assert client.write(b"") == 0
+    client.feed_eof()
+    with pytest.raises(ValueError, match="feed_eof"):
+        client.feed(b"more")
+    client.close()
+    client.close()
+    assert client.closed and "closed" in repr(client)
+    assert client.tls_version == "TLSv1.3"      # still readable
+    for call in (client.do_handshake, lambda: client.read_into(buffer), lambda: client.write(b"x"),
+                 client.shutdown, lambda: client.send_to(0), client.read_out, lambda: client.feed(b"x"),
+                 client.feed_eof, lambda: client.recv_from(0)):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    assert client.pending_out == 0
+
+
+def test_sessions_dropped_at_any_point_free_everything(certs):
+    for step in range(4):
+        client = TLSSession(client_context(certs), server_hostname="localhost")
+        server = TLSSession(server_context(certs), server_side=True)
+        if step >= 1:
+            client.do_handshake()
+            server.feed(client.read_out())
+        if step >= 2:
+            server.do_handshake()
+            client.feed(server.read_out())
+        if step >= 3:
+            client.do_handshake()
+            client.write(b"x" * 100000)     # pending, never sent
+        del client, server
+        gc.collect()

@@ -39,7 +39,7 @@ from levent._buffer import (
 )
 from levent._bufferevent import BufferEvent, RateLimitGroup
 from levent._listener import Listener
-from levent._tls import TLSBufferEvent, TLSContext, TLSError
+from levent._tls import TLSBufferEvent, TLSContext, TLSError, TLSSession
 from levent.loop import EventLoop, EventLoopPolicy, install, new_event_loop, run
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "TLSBufferEvent",
     "TLSContext",
     "TLSError",
+    "TLSSession",
     "CLOSED",
     "EOL_ANY",
     "EOL_CRLF",

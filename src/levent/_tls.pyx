@@ -1,5 +1,6 @@
-"""TLS over BufferEvents: TLSContext (an OpenSSL SSL_CTX) and TLSBufferEvent (libevent's
-bufferevent_openssl), over a socket or as a filter over another BufferEvent.
+"""TLS for levent: TLSContext (an OpenSSL SSL_CTX); TLSBufferEvent (libevent's bufferevent_openssl),
+over a socket or as a filter over another BufferEvent; TLSSession, TLS over memory for callers that
+move the bytes themselves (levent.proxy's events engine).
 
 Ownership (libevent 2.1.12, bufferevent_openssl.c):
 
@@ -14,16 +15,24 @@ Ownership (libevent 2.1.12, bufferevent_openssl.c):
 * The TLSBufferEvent holds its TLSContext, whose ALPN select callback refers to it (borrowed): a
   handshake only runs while the bufferevent is open.
 
+Why TLSSession: libevent 2.1's evbuffer reads 4 KiB per recv (EVBUFFER_MAX_READ), and
+bufferevent_openssl adds its own work per read; a TLSSession reads as much as the caller asks with one
+recv straight into its buffer, and sends from it with one send. Ownership: the session owns its SSL,
+which owns the session's BIO; the BIO's data points into the session object, so the SSL is freed
+first (__dealloc__). Its queues are freed whenever they empty.
+
 Closing: libevent 2.1.12 never sends close_notify, and with OpenSSL 3 it reports every unexpected EOF
 as an opaque error (allow-dirty-shutdown or not). levent sends close_notify itself when a graceful
 close() has drained the output, and classifies EOFs: see TLSBufferEvent.
 """
 
 cimport cython
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.ref cimport PyObject
-from libc.errno cimport errno
-from libc.string cimport memcmp
+from libc.errno cimport errno, EAGAIN, EINTR
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcmp, memcpy, memmove
 from libc.time cimport tm
 from posix.time cimport timeval
 from libevent_pxd.buffer cimport evbuffer, evbuffer_drain, evbuffer_get_length
@@ -37,7 +46,7 @@ from libevent_pxd.bufferevent cimport (
     BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_TRIG_IGNORE_WATERMARKS, BEV_TRIG_DEFER_CALLBACKS,
 )
 from libevent_pxd.bufferevent_ssl cimport *
-from levent._core cimport EventBase, _fd_to_hand_over, _hand_over, _to_timeval
+from levent._core cimport EventBase, _fd_to_hand_over, _fileno, _hand_over, _to_timeval
 from levent._bufferevent cimport BufferEvent, _checked_options, _finish_filter_close
 
 import ipaddress as _ipaddress
@@ -629,27 +638,17 @@ cdef class TLSBufferEvent(BufferEvent):
     @property
     def tls_version(self):
         """The negotiated protocol (``"TLSv1.3"``, ...), None before the handshake is done."""
-        if self._ssl == NULL or not SSL_is_init_finished(self._ssl):
-            return None
-        return SSL_get_version(self._ssl).decode("ascii")
+        return _tls_version(self._ssl, self._ssl != NULL and SSL_is_init_finished(self._ssl))
 
     @property
     def cipher(self):
         """The negotiated cipher's OpenSSL name, None before the handshake is done."""
-        if self._ssl == NULL or not SSL_is_init_finished(self._ssl):
-            return None
-        cdef const SSL_CIPHER *c = SSL_get_current_cipher(self._ssl)
-        return SSL_CIPHER_get_name(c).decode("ascii") if c != NULL else None
+        return _cipher(self._ssl, self._ssl != NULL and SSL_is_init_finished(self._ssl))
 
     @property
     def alpn_protocol(self):
         """The protocol ALPN agreed on, or None."""
-        cdef const unsigned char *data = NULL
-        cdef unsigned int length = 0
-        if self._ssl == NULL:
-            return None
-        SSL_get0_alpn_selected(self._ssl, &data, &length)
-        return (<const char *>data)[:length].decode("ascii", "replace") if data != NULL and length else None
+        return _alpn_protocol(self._ssl)
 
     @property
     def tls_truncated(self):
@@ -659,39 +658,14 @@ cdef class TLSBufferEvent(BufferEvent):
     @property
     def peer_certificate_der(self):
         """The peer's certificate (DER bytes), or None."""
-        cdef X509 *cert
-        cdef unsigned char *out = NULL
-        if self._ssl == NULL:
-            return None
-        cert = SSL_get1_peer_certificate(self._ssl)
-        if cert == NULL:
-            return None
-        try:
-            n = i2d_X509(cert, &out)
-            if n < 0:
-                raise _queued_error("cannot encode the peer certificate")
-            try:
-                return PyBytes_FromStringAndSize(<char *>out, n)
-            finally:
-                OPENSSL_free(out)
-        finally:
-            X509_free(cert)
+        return _peer_certificate_der(self._ssl)
 
     @property
     def peer_certificate(self):
         """The peer's certificate as a dict shaped like ``ssl.SSLSocket.getpeercert()`` (subject,
         issuer, version, serialNumber, notBefore, notAfter, subjectAltName), or None. Given even when
         verification was off: check ``ctx.verify_mode`` before trusting it."""
-        cdef X509 *cert
-        if self._ssl == NULL:
-            return None
-        cert = SSL_get1_peer_certificate(self._ssl)
-        if cert == NULL:
-            return None
-        try:
-            return _decode_cert(cert)
-        finally:
-            X509_free(cert)
+        return _peer_certificate(self._ssl)
 
 
 def _discard_input(TLSBufferEvent bev):
@@ -716,6 +690,615 @@ cdef bint _send_close_notify(SSL *ssl) noexcept nogil:
         again = SSL_get_error(ssl, r) == SSL_ERROR_WANT_WRITE
     ERR_clear_error()
     return again
+
+
+# -- TLSSession: TLS over memory, for sockets the caller reads and writes ----------------------------
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    enum:
+        MSG_DONTWAIT
+        MSG_NOSIGNAL
+
+cdef enum:
+    _MIN_ALLOCATION = 16384     # a queue's smallest buffer: one TLS record
+    _MAX_RECORD = 16384         # plaintext bytes in a TLS record, at most
+    _RECORD_OVERHEAD = 128      # ciphertext bytes a record adds to its plaintext, at most
+
+# recv_from()'s default read: as levent.proxy's, a quarter MiB per system call.
+DEFAULT_RECV = 256 * 1024
+
+
+cdef struct _Queue:
+    # Bytes data[start:end] of a malloc'd buffer of ``size`` bytes. Freed once empty, so an idle
+    # session holds no buffer; room is reserved before a write into it, so bytes are copied in once.
+    char *data
+    size_t start
+    size_t end
+    size_t size
+
+
+cdef struct _SessionIO:
+    # What a TLSSession's BIO reads from and writes to (BIO_get_data points here, inside the session).
+    _Queue incoming        # ciphertext from the peer that OpenSSL has not read yet
+    _Queue outgoing        # ciphertext for the peer not sent yet
+    bint eof               # the peer's data ended: ``incoming`` is all there will be
+    bint nomem             # a BIO write could not grow ``outgoing``
+
+
+cdef char *_queue_room(_Queue *q, size_t n) noexcept nogil:
+    # Room for n more bytes at q.data + q.end: moves the bytes to the front, or grows the buffer.
+    # NULL when out of memory (the queue is left as it was).
+    cdef size_t used = q.end - q.start
+    cdef size_t size
+    cdef char *data
+    if q.size - q.end >= n:
+        return q.data + q.end
+    if q.start:
+        memmove(q.data, q.data + q.start, used)
+        q.start = 0
+        q.end = used
+        if q.size - used >= n:
+            return q.data + used
+    size = max(used + n, 2 * q.size, <size_t>_MIN_ALLOCATION)
+    data = <char *>realloc(q.data, size)
+    if data == NULL:
+        return NULL
+    q.data = data
+    q.size = size
+    return data + used
+
+
+cdef void _queue_consume(_Queue *q, size_t n) noexcept nogil:
+    q.start += n
+    if q.start == q.end:
+        _queue_free(q)
+
+
+cdef void _queue_free(_Queue *q) noexcept nogil:
+    free(q.data)
+    q.data = NULL
+    q.start = q.end = q.size = 0
+
+
+cdef int _bio_read(BIO *bio, char *buf, size_t size, size_t *readbytes) noexcept nogil:
+    cdef _SessionIO *io = <_SessionIO *>BIO_get_data(bio)
+    cdef size_t n = io.incoming.end - io.incoming.start
+    BIO_clear_retry_flags(bio)
+    readbytes[0] = 0
+    if n == 0:
+        if not io.eof:
+            BIO_set_retry_read(bio)     # SSL_ERROR_WANT_READ; without it, OpenSSL sees the EOF
+        return 0
+    if n > size:
+        n = size
+    memcpy(buf, io.incoming.data + io.incoming.start, n)
+    _queue_consume(&io.incoming, n)
+    readbytes[0] = n
+    return 1
+
+
+cdef int _bio_write(BIO *bio, const char *data, size_t size, size_t *written) noexcept nogil:
+    cdef _SessionIO *io = <_SessionIO *>BIO_get_data(bio)
+    cdef char *room = _queue_room(&io.outgoing, size)
+    BIO_clear_retry_flags(bio)
+    if room == NULL:
+        io.nomem = True     # OpenSSL sees a failed write; the session turns it into MemoryError
+        written[0] = 0
+        return 0
+    memcpy(room, data, size)
+    io.outgoing.end += size
+    written[0] = size
+    return 1
+
+
+cdef long _bio_ctrl(BIO *bio, int cmd, long num, void *ptr) noexcept nogil:
+    cdef _SessionIO *io = <_SessionIO *>BIO_get_data(bio)
+    if cmd == BIO_CTRL_FLUSH:
+        return 1    # nothing is buffered below OpenSSL: the caller sends ``outgoing``
+    if cmd == BIO_CTRL_PENDING:
+        return <long>(io.incoming.end - io.incoming.start)
+    if cmd == BIO_CTRL_WPENDING:
+        return <long>(io.outgoing.end - io.outgoing.start)
+    if cmd == BIO_CTRL_EOF:
+        return io.eof and io.incoming.end == io.incoming.start
+    return 0
+
+
+cdef BIO_METHOD *_session_bio_method = NULL
+
+
+cdef BIO_METHOD *_bio_method() except NULL:
+    # One BIO_METHOD for every session, made on first use and never freed (as OpenSSL's own).
+    global _session_bio_method
+    cdef BIO_METHOD *method
+    cdef int index
+    if _session_bio_method == NULL:
+        ERR_clear_error()
+        index = BIO_get_new_index()
+        method = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, b"levent TLSSession") if index != -1 else NULL
+        if method == NULL:
+            raise _queued_error("cannot create the TLSSession BIO method")
+        BIO_meth_set_read_ex(method, _bio_read)
+        BIO_meth_set_write_ex(method, _bio_write)
+        BIO_meth_set_ctrl(method, _bio_ctrl)
+        _session_bio_method = method
+    return _session_bio_method
+
+
+@cython.final
+cdef class TLSSession:
+    """TLS for a connection whose bytes you move yourself (``ssl.SSLObject`` and its two
+    ``ssl.MemoryBIO``\\ s in one): ciphertext goes in with :meth:`recv_from` (one ``recv`` from a
+    socket, straight into the session's buffer) or :meth:`feed`, and out with :meth:`send_to` (one
+    ``send``, unsent bytes are kept) or :meth:`read_out`; plaintext comes out with :meth:`read_into`
+    and goes in with :meth:`write`.
+
+    ``TLSSession(ctx, *, server_side=False, server_hostname=None)``: ``ctx`` is a :class:`TLSContext`
+    of the same side; a client checks the certificate against ``server_hostname`` (and sends it as
+    SNI unless it is an IP address) as far as ``ctx`` verifies.
+
+    A connection goes: :meth:`do_handshake` until it returns True (sending :attr:`pending_out` after
+    every call, receiving whenever it returns False); then :meth:`read_into` and :meth:`write`;
+    :meth:`shutdown` sends close_notify. After any call, send what :attr:`pending_out` says: reading
+    may also produce bytes for the peer (a TLS 1.3 key update, an alert).
+
+    Failures raise :class:`TLSError` with OpenSSL's reason; the session can then only send what is
+    pending (the alert) and be closed. A peer that closes its socket without close_notify is a
+    truncation: TLSError with ``truncated`` True. No call waits for the socket, and every call holds
+    the GIL: two threads never run one session at once (the order of their calls is theirs to keep).
+    """
+
+    cdef SSL *_ssl
+    cdef _SessionIO _io
+    cdef TLSContext _ctx
+    cdef bint _server_side
+    cdef object _server_hostname
+    cdef bint _closed
+    cdef bint _established      # do_handshake() returned True (OpenSSL's own flag is reset by a failure)
+    cdef bint _truncated
+    cdef object _error          # the TLSError that ended the session
+    cdef object _deferred       # a TLSError met after read_into() had data to return: the next call raises it
+
+    def __cinit__(self, ctx, *, bint server_side=False, server_hostname=None):
+        cdef BIO *bio
+        self._ssl = _new_ssl(ctx, server_side, server_hostname)
+        bio = BIO_new(_bio_method())
+        if bio == NULL:
+            raise _queued_error("cannot create the TLSSession's BIO")
+        BIO_set_data(bio, &self._io)    # inside this object, which frees the SSL (and the BIO) first
+        BIO_set_init(bio, 1)
+        SSL_set_bio(self._ssl, bio, bio)    # the SSL owns the BIO: one reference serves both ways
+        # write() hands OpenSSL slices of caller buffers and loops over the records itself.
+        # SSL_MODE_RELEASE_BUFFERS stays off: a busy session keeps OpenSSL's record buffers rather
+        # than allocating them again for every batch of records.
+        SSL_set_mode(self._ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
+        SSL_set_read_ahead(self._ssl, 1)    # one BIO read per ~16 KiB rather than two per record
+        if server_side:
+            SSL_set_accept_state(self._ssl)
+        else:
+            SSL_set_connect_state(self._ssl)
+        self._ctx = <TLSContext>ctx
+        self._server_side = server_side
+        self._server_hostname = server_hostname
+
+    def __dealloc__(self):
+        if self._ssl != NULL:
+            SSL_free(self._ssl)     # frees the BIO, which points into _io: before the queues go
+            self._ssl = NULL
+        _queue_free(&self._io.incoming)
+        _queue_free(&self._io.outgoing)
+
+    cdef int _check_open(self) except -1:
+        if self._closed:
+            raise ValueError("this TLSSession is closed: a new connection needs a new TLSSession")
+        return 0
+
+    cdef int _check_usable(self) except -1:
+        # Before an SSL operation: OpenSSL must not be called again after a fatal error.
+        self._check_open()
+        if self._deferred is not None:
+            self._error, self._deferred = self._deferred, None
+            raise self._error
+        if self._error is not None:
+            raise ValueError(f"this TLSSession failed earlier ({self._error}): send what is pending "
+                             "and close it") from self._error
+        return 0
+
+    cdef int _check_handshake_done(self, str what) except -1:
+        if not self._established:
+            raise ValueError(f"{what} before the handshake is done: call do_handshake() until it "
+                             "returns True first")
+        return 0
+
+    cdef object _failure(self, int err):
+        """The exception for a failed SSL call (``err`` from SSL_get_error); empties the thread's
+        error queue. The caller raises it (or defers it) and sets _error."""
+        cdef unsigned long code
+        codes = []
+        while True:
+            code = ERR_get_error()
+            if code == 0:
+                break
+            codes.append(code)
+        if self._io.nomem:
+            self._io.nomem = False
+            return MemoryError("no memory for the TLS session's output")
+        if any(ERR_GET_LIB(c) == ERR_LIB_SSL and ERR_GET_REASON(c) == SSL_R_UNEXPECTED_EOF_WHILE_READING
+               for c in codes):
+            self._truncated = True
+            message = ("TLS connection truncated: the peer closed it without close_notify"
+                       if self._established else "the peer closed the connection during the TLS handshake")
+            return TLSError(message, [_error_string(c) for c in codes], True)
+        if codes:
+            return _tls_error(codes, self._ssl)
+        if err == SSL_ERROR_ZERO_RETURN:
+            return TLSError("the peer sent close_notify during the TLS handshake")
+        return TLSError(f"TLS failure without an OpenSSL reason (SSL_get_error {err})")
+
+    cdef object _fail(self, int err):
+        self._error = self._failure(err)
+        return self._error
+
+    # -- the handshake ------------------------------------------------------------------------------
+
+    def do_handshake(self):
+        """Run the handshake as far as the received bytes allow: True once it is done (and on every
+        call after), False while it waits for the peer. Raises TLSError when it fails (a certificate
+        that does not verify, no common protocol, ...): the alert for the peer is in
+        :attr:`pending_out`."""
+        cdef int r
+        self._check_usable()
+        if self._established:
+            return True
+        ERR_clear_error()
+        r = SSL_do_handshake(self._ssl)
+        if r == 1:
+            self._established = True
+            return True
+        r = SSL_get_error(self._ssl, r)
+        if r == SSL_ERROR_WANT_READ and not self._io.nomem:
+            return False
+        raise self._fail(r)
+
+    @property
+    def handshake_done(self):
+        """True once :meth:`do_handshake` returned True."""
+        return self._established
+
+    # -- ciphertext in --------------------------------------------------------------------------------
+
+    def recv_from(self, fd, Py_ssize_t nbytes=DEFAULT_RECV):
+        """Receive up to ``nbytes`` of ciphertext from socket ``fd`` (an int or an object with
+        ``fileno()``) with one non-blocking ``recv``, straight into the session's buffer. Returns the
+        byte count; 0 means the peer closed its side (EOF: what follows a missing close_notify is a
+        truncation). Raises BlockingIOError when nothing is there, OSError on errors."""
+        cdef int fileno = _fileno(fd)
+        cdef char *room
+        cdef ssize_t n
+        cdef int err
+        self._check_open()
+        if nbytes <= 0:
+            raise ValueError(f"nbytes must be > 0, not {nbytes}")
+        room = _queue_room(&self._io.incoming, nbytes)
+        if room == NULL:
+            raise MemoryError(f"no memory to receive {nbytes} bytes")
+        while True:
+            n = recv(fileno, room, nbytes, MSG_DONTWAIT)
+            if n >= 0 or errno != EINTR:
+                break
+        err = errno
+        if n > 0:
+            self._io.incoming.end += n
+            return n
+        if self._io.incoming.start == self._io.incoming.end:
+            _queue_free(&self._io.incoming)     # the room reserved for nothing
+        if n < 0:
+            raise OSError(err, os.strerror(err))    # BlockingIOError, ConnectionResetError, ...
+        self._io.eof = True
+        return 0
+
+    def feed(self, data):
+        """Add ciphertext received from the peer (bytes-like); returns its length."""
+        cdef Py_buffer view
+        cdef char *room
+        self._check_open()
+        if self._io.eof:
+            raise ValueError("feed() after the peer's EOF (feed_eof() or recv_from() returning 0): "
+                             "nothing can follow it")
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except TypeError:
+            raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
+        try:
+            if view.len == 0:
+                return 0
+            room = _queue_room(&self._io.incoming, view.len)
+            if room == NULL:
+                raise MemoryError(f"no memory for {view.len} bytes of ciphertext")
+            memcpy(room, view.buf, view.len)
+            self._io.incoming.end += view.len
+            return view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def feed_eof(self):
+        """The peer closed its side: no ciphertext follows (as :meth:`recv_from` returning 0)."""
+        self._check_open()
+        self._io.eof = True
+
+    # -- plaintext ------------------------------------------------------------------------------------
+
+    def read_into(self, buffer, Py_ssize_t nbytes=-1):
+        """Decrypt into ``buffer`` (writable bytes-like; at most ``nbytes`` bytes if given) as much as
+        the received ciphertext holds. Returns the byte count; None when more ciphertext is needed
+        (receive, then call again); 0 once the peer's close_notify came (a clean end). Raises
+        TLSError on a protocol failure, with ``truncated`` True when the peer's data ended without
+        close_notify."""
+        cdef Py_buffer view
+        cdef size_t got, total = 0
+        cdef int r, err = SSL_ERROR_NONE
+        self._check_usable()
+        self._check_handshake_done("read_into()")
+        try:
+            PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        except (TypeError, BufferError):
+            raise TypeError(f"buffer must be a writable bytes-like object, not {type(buffer).__name__}") from None
+        try:
+            if nbytes < 0 or nbytes > view.len:
+                nbytes = view.len
+            if nbytes == 0:
+                raise ValueError("read_into() needs room for at least one byte")
+            ERR_clear_error()
+            # OpenSSL returns at most one record per call: loop here rather than in Python.
+            while total < <size_t>nbytes:
+                r = SSL_read_ex(self._ssl, <char *>view.buf + total, nbytes - total, &got)
+                if r != 1:
+                    err = SSL_get_error(self._ssl, r)
+                    break
+                total += got
+        finally:
+            PyBuffer_Release(&view)
+        if err == SSL_ERROR_WANT_READ and not self._io.nomem:
+            return total or None
+        if err == SSL_ERROR_ZERO_RETURN or err == SSL_ERROR_NONE:
+            return total
+        if total:
+            self._deferred = self._failure(err)     # hand over the plaintext first
+            return total
+        raise self._fail(err)
+
+    def write(self, data):
+        """Encrypt ``data`` (bytes-like) into :attr:`pending_out`; returns the byte count consumed
+        (all of it: the ciphertext waits in the session until sent, so send it before writing more)."""
+        cdef Py_buffer view
+        cdef size_t written, total = 0
+        cdef Py_ssize_t records
+        cdef int r, err = SSL_ERROR_NONE
+        self._check_usable()
+        self._check_handshake_done("write()")
+        if SSL_get_shutdown(self._ssl) & SSL_SENT_SHUTDOWN:
+            raise ValueError("write() after shutdown(): nothing can follow close_notify")
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except TypeError:
+            raise TypeError(f"data must be a bytes-like object, not {type(data).__name__}") from None
+        try:
+            if view.len == 0:
+                return 0
+            # Room for all the records now: OpenSSL's writes then never move the buffer.
+            records = (view.len + _MAX_RECORD - 1) // _MAX_RECORD
+            if _queue_room(&self._io.outgoing, view.len + records * _RECORD_OVERHEAD) == NULL:
+                raise MemoryError(f"no memory to encrypt {view.len} bytes")
+            ERR_clear_error()
+            while total < <size_t>view.len:
+                r = SSL_write_ex(self._ssl, <char *>view.buf + total, view.len - total, &written)
+                if r != 1:
+                    err = SSL_get_error(self._ssl, r)
+                    break
+                total += written
+        finally:
+            PyBuffer_Release(&view)
+        if err != SSL_ERROR_NONE:
+            raise self._fail(err)
+        return total
+
+    # -- ciphertext out -------------------------------------------------------------------------------
+
+    @property
+    def pending_out(self):
+        """Bytes of ciphertext waiting to be sent to the peer."""
+        return self._io.outgoing.end - self._io.outgoing.start
+
+    def send_to(self, fd):
+        """Send pending ciphertext to socket ``fd`` with one non-blocking ``send`` (MSG_NOSIGNAL: a
+        closed peer is EPIPE, not SIGPIPE); what the socket does not take stays pending. Returns the
+        byte count sent, 0 when the socket's buffer is full (wait until it is writable) or nothing is
+        pending. Raises OSError on errors."""
+        cdef int fileno = _fileno(fd)
+        cdef size_t n = self._io.outgoing.end - self._io.outgoing.start
+        cdef ssize_t sent
+        cdef int err
+        self._check_open()
+        if n == 0:
+            return 0
+        while True:
+            sent = send(fileno, self._io.outgoing.data + self._io.outgoing.start, n, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if sent >= 0 or errno != EINTR:
+                break
+        if sent < 0:
+            err = errno
+            if err == EAGAIN:   # EWOULDBLOCK is the same on Linux, macOS and the BSDs
+                return 0
+            raise OSError(err, os.strerror(err))
+        _queue_consume(&self._io.outgoing, sent)
+        return sent
+
+    def read_out(self, Py_ssize_t nbytes=-1):
+        """Take up to ``nbytes`` (all if negative) of the pending ciphertext, as bytes."""
+        cdef size_t n = self._io.outgoing.end - self._io.outgoing.start
+        self._check_open()
+        if 0 <= nbytes < <Py_ssize_t>n:
+            n = nbytes
+        out = PyBytes_FromStringAndSize(self._io.outgoing.data + self._io.outgoing.start, n)
+        if n:
+            _queue_consume(&self._io.outgoing, n)
+        return out
+
+    # -- the end --------------------------------------------------------------------------------------
+
+    def shutdown(self):
+        """Queue close_notify in :attr:`pending_out` (once; later calls do nothing): nothing can be
+        written after it. The peer's own close_notify shows as :meth:`read_into` returning 0."""
+        cdef int r
+        self._check_usable()
+        if not self._established:
+            raise ValueError("shutdown() before the handshake is done: there is no TLS connection to "
+                             "end yet; close the socket instead")
+        if SSL_get_shutdown(self._ssl) & SSL_SENT_SHUTDOWN:
+            return
+        ERR_clear_error()
+        r = SSL_shutdown(self._ssl)     # 0: sent, the peer's not seen yet; 1: both seen
+        if r < 0:
+            raise self._fail(SSL_get_error(self._ssl, r))
+
+    @property
+    def close_notify_received(self):
+        """True once the peer's close_notify was read."""
+        return bool(SSL_get_shutdown(self._ssl) & SSL_RECEIVED_SHUTDOWN)
+
+    @property
+    def tls_truncated(self):
+        """True once the peer's data ended without close_notify."""
+        return self._truncated
+
+    def close(self):
+        """Free the session's buffers (pending ciphertext is dropped); what was negotiated stays
+        readable. Every other method then raises ValueError. Closing twice does nothing."""
+        self._closed = True
+        _queue_free(&self._io.incoming)
+        _queue_free(&self._io.outgoing)
+
+    @property
+    def closed(self):
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    # -- what was negotiated --------------------------------------------------------------------------
+
+    @property
+    def context(self):
+        """The TLSContext."""
+        return self._ctx
+
+    @property
+    def server_side(self):
+        """True for the accepting side."""
+        return self._server_side
+
+    @property
+    def server_hostname(self):
+        """The name the client asked for (SNI) and checks the certificate against."""
+        return self._server_hostname
+
+    @property
+    def tls_version(self):
+        """The negotiated protocol (``"TLSv1.3"``, ...), None before the handshake is done."""
+        return _tls_version(self._ssl, self._established)
+
+    @property
+    def cipher(self):
+        """The negotiated cipher's OpenSSL name, None before the handshake is done."""
+        return _cipher(self._ssl, self._established)
+
+    @property
+    def alpn_protocol(self):
+        """The protocol ALPN agreed on, or None."""
+        return _alpn_protocol(self._ssl)
+
+    @property
+    def peer_certificate_der(self):
+        """The peer's certificate (DER bytes), or None."""
+        return _peer_certificate_der(self._ssl)
+
+    @property
+    def peer_certificate(self):
+        """The peer's certificate as a dict shaped like ``ssl.SSLSocket.getpeercert()``, or None
+        (see TLSBufferEvent.peer_certificate)."""
+        return _peer_certificate(self._ssl)
+
+    def __repr__(self):
+        side = "server" if self._server_side else "client"
+        if self._closed:
+            state = "closed"
+        elif self._error is not None:
+            state = "failed"
+        elif self._established:
+            state = _tls_version(self._ssl, True)
+        else:
+            state = "handshaking"
+        return f"<TLSSession {side} {state} pending_out={self.pending_out}>"
+
+
+# -- what was negotiated: shared by TLSBufferEvent and TLSSession ------------------------------------
+# ``established``: the handshake finished (a TLSSession remembers it: a later failure resets OpenSSL's
+# SSL_is_init_finished, and the version and cipher are still worth reading then).
+
+cdef object _tls_version(SSL *ssl, bint established):
+    if ssl == NULL or not established:
+        return None
+    return SSL_get_version(ssl).decode("ascii")
+
+
+cdef object _cipher(SSL *ssl, bint established):
+    cdef const SSL_CIPHER *c
+    if ssl == NULL or not established:
+        return None
+    c = SSL_get_current_cipher(ssl)
+    return SSL_CIPHER_get_name(c).decode("ascii") if c != NULL else None
+
+
+cdef object _alpn_protocol(SSL *ssl):
+    cdef const unsigned char *data = NULL
+    cdef unsigned int length = 0
+    if ssl == NULL:
+        return None
+    SSL_get0_alpn_selected(ssl, &data, &length)
+    return (<const char *>data)[:length].decode("ascii", "replace") if data != NULL and length else None
+
+
+cdef object _peer_certificate_der(SSL *ssl):
+    cdef X509 *cert
+    cdef unsigned char *out = NULL
+    if ssl == NULL:
+        return None
+    cert = SSL_get1_peer_certificate(ssl)
+    if cert == NULL:
+        return None
+    try:
+        n = i2d_X509(cert, &out)
+        if n < 0:
+            raise _queued_error("cannot encode the peer certificate")
+        try:
+            return PyBytes_FromStringAndSize(<char *>out, n)
+        finally:
+            OPENSSL_free(out)
+    finally:
+        X509_free(cert)
+
+
+cdef object _peer_certificate(SSL *ssl):
+    cdef X509 *cert
+    if ssl == NULL:
+        return None
+    cert = SSL_get1_peer_certificate(ssl)
+    if cert == NULL:
+        return None
+    try:
+        return _decode_cert(cert)
+    finally:
+        X509_free(cert)
 
 
 cdef object _decode_cert(X509 *cert):

@@ -6,21 +6,25 @@ step left to the user: a transform per direction.
 
 Two engines move the bytes:
 
-* ``"events"`` (plain TCP, no transform): a READ Event per socket whose callback ``recv_into``\\ s one
-  buffer shared by every connection and ``send``\\ s it on, as a C forwarder using libevent only as
-  the poller does. Nothing is copied in Python unless the destination takes only part of a chunk.
+* ``"events"`` (no transform): a READ Event per socket whose callback reads into one buffer shared by
+  every connection and sends it on, as a C forwarder using libevent only as the poller does. A plain
+  side ``recv_into``\\ s and ``send``\\ s; a TLS side is a :class:`~levent.TLSSession`: one ``recv`` of up
+  to a chunk straight into the session, decrypted into the shared buffer; what goes to it is encrypted
+  into the session and sent from there. Nothing is copied in Python unless a plain destination takes
+  only part of a chunk.
 * ``"bufferevent"``: a :class:`~levent.BufferEvent` per side. Without a transform, the source's input
   chains move to the destination's output in C (``write_buffer``: no copy); with one, the bytes go
-  through Python. Custom streams (TLS BufferEvents) use this engine.
+  through Python. TLS sides are :class:`~levent.TLSBufferEvent`\\ s; custom streams need this engine.
 
-``mode="auto"`` picks ``"events"`` whenever it can: it is the faster one for plain TCP (libevent
-2.1's bufferevents read 4 KiB per system call; see the measurement in the README).
+``mode="auto"`` picks ``"events"`` unless there is a transform or a custom stream: it is the faster
+one, plain or TLS (libevent 2.1's bufferevents read 4 KiB per system call; see the measurements in the
+README).
 
 Backpressure: a direction stops reading from its source while its destination is behind, so a slow
 peer never makes the proxy's memory grow without bound. With bufferevents, reading stops when the
 destination's output reaches ``high_water`` and resumes once it drained to ``low_water``; the events
 engine keeps at most one read (at most ``high_water`` bytes) per direction and reads again once that
-is sent.
+is sent (a TLS source first decrypts what its session already holds).
 
 EOF: when one side sends EOF, what it sent is forwarded and the write side toward the other is shut
 down (half-close), so a request/response over a half-closed connection works; once both directions
@@ -28,13 +32,16 @@ saw EOF, both sockets close. An error on either side closes both at once; an ups
 reached (or does not answer within ``connect_timeout``) closes the client, and the log says why.
 
 TLS (``client_tls`` / ``upstream_tls``, or stream hooks making :class:`~levent.TLSBufferEvent`\\ s):
-TLS has no half-close that a TLSBufferEvent can do (a raw ``shutdown(SHUT_WR)`` under it would skip
-close_notify, and its ``close()`` stops reading), so on a connection with TLS on either side the first
-EOF (a close_notify, or a plain side's FIN) ends the connection gracefully: what was read is forwarded,
+TLS has no half-close here (a raw ``shutdown(SHUT_WR)`` would skip close_notify, and a
+TLSBufferEvent's ``close()`` stops reading), so on a connection with TLS on either side the first EOF
+(a close_notify, or a plain side's FIN) ends the connection gracefully: what was read is forwarded,
 then both sides are closed once their output is out, TLS sides with close_notify. Bytes the other side
-sends after that are dropped. A truncated TLS stream (no close_notify) is an error and aborts both
-sides, so the truncation reaches the other side too. A failed handshake or certificate verification
-toward the upstream closes the client; a client that fails its handshake is closed; both are logged
+sends after that are dropped. The events engine then waits for each peer's EOF before closing its
+socket (closing with unread bytes would reset the connection), and gives up, aborting, after
+``TLS_LINGER`` seconds in which nothing more could be sent. A truncated TLS stream (no close_notify)
+is an error and aborts both sides, so the truncation reaches the other side too. A failed handshake
+or certificate verification toward the upstream closes the client (the upstream's handshake counts as
+its connect, within ``connect_timeout``); a client that fails its handshake is closed; both are logged
 with OpenSSL's reason.
 """
 import argparse
@@ -49,12 +56,15 @@ import time
 from dataclasses import dataclass, fields
 
 from levent import (PERSIST, READ, WRITE, BufferEvent, Event, EventBase, Listener, Signal, TLSBufferEvent,
-                    TLSContext, TLSError, recv_into, send)
+                    TLSContext, TLSError, TLSSession, recv_into, send)
 
 __all__ = ["Counters", "Proxy", "main"]
 
 DEFAULT_HIGH_WATER = 512 * 1024
 CHUNK = 256 * 1024      # the events engine's largest read (high_water permitting)
+# The events engine's graceful close of a TLS connection gives up (aborts) when this many seconds
+# passed without a byte more sent, or, once all is sent, without the peer closing.
+TLS_LINGER = 5.0
 
 _log = logging.getLogger("levent.proxy")
 
@@ -96,8 +106,8 @@ class Proxy:
       speak TLS to the proxy. ``upstream_tls``: a client-side TLSContext: the proxy speaks TLS to the
       upstream, checking its certificate against ``upstream_server_name`` (default: the upstream's
       host; also sent as SNI unless it is an IP address) as far as the context verifies. Either one
-      builds the matching stream hook, so it cannot be combined with that hook; both force the
-      bufferevent engine.
+      takes the place of the matching stream hook, so it cannot be combined with that hook. Both
+      engines speak TLS.
     * ``idle_timeout``: close a connection after that many seconds without a byte either way (checked
       every quarter of it). ``max_connections``: stop accepting while that many are open; the extra
       clients wait in the listen backlog.
@@ -131,21 +141,28 @@ class Proxy:
                 raise TypeError("client_tls must be a TLSContext(server_side=True) with its certificate loaded")
             if client_stream is not None:
                 raise ValueError("client_tls builds the client stream: pass client_tls or client_stream, not both")
-            client_stream = _tls_client_stream(client_tls)
+            TLSSession(client_tls, server_side=True)    # a context without a certificate fails here, not per client
         if upstream_tls is not None:
             if not isinstance(upstream_tls, TLSContext) or upstream_tls.server_side:
                 raise TypeError("upstream_tls must be a client-side TLSContext()")
             if upstream_stream is not None:
                 raise ValueError("upstream_tls builds the upstream stream: pass upstream_tls or "
                                  "upstream_stream, not both")
-            upstream_stream = _tls_upstream_stream(upstream_tls, upstream_server_name or upstream[0])
+            upstream_server_name = upstream_server_name or upstream[0]
+            TLSSession(upstream_tls, server_hostname=upstream_server_name)      # checks the name too
         elif upstream_server_name is not None:
             raise ValueError("upstream_server_name applies to upstream_tls only")
-        plain = transform_up is None and transform_down is None and client_stream is None \
+        raw = transform_up is None and transform_down is None and client_stream is None \
             and upstream_stream is None
-        if mode == "events" and not plain:
-            raise ValueError("mode='events' moves plain TCP only: transforms and custom streams need "
-                             "mode='bufferevent' (or 'auto')")
+        if mode == "events" and not raw:
+            raise ValueError("mode='events' moves the bytes as they are: transforms and custom streams "
+                             "need mode='bufferevent' (or 'auto')")
+        mode = ("events" if raw else "bufferevent") if mode == "auto" else mode
+        if mode == "bufferevent":
+            if client_tls is not None:
+                client_stream = _tls_client_stream(client_tls)
+            if upstream_tls is not None:
+                upstream_stream = _tls_upstream_stream(upstream_tls, upstream_server_name)
         self.base = base
         self.listen = listen
         self.upstream = upstream
@@ -158,7 +175,10 @@ class Proxy:
         self.transform_down = _transform(transform_down, "transform_down")
         self.client_stream = client_stream or _plain_client_stream
         self.upstream_stream = upstream_stream or _plain_upstream_stream
-        self.mode = ("events" if plain else "bufferevent") if mode == "auto" else mode
+        self.client_tls = client_tls
+        self.upstream_tls = upstream_tls
+        self.upstream_server_name = upstream_server_name
+        self.mode = mode
         self.log = log or _log
         self.counters = Counters()
         self._listener = None
@@ -261,7 +281,8 @@ class _Connection:
         self.proxy = proxy
         self.peer = address
         self.moved = 0              # bytes read either way, for the idle check
-        self.open = True
+        self.open = True            # False once closing (gracefully or not) started
+        self.done = False           # both sides closed: the proxy no longer counts it
         self._timer = None
         self._idle_seen = 0
         self._idle_since = 0.0
@@ -309,13 +330,14 @@ class _Connection:
             return
         self._timer = self.proxy.base.call_later(self.proxy.idle_timeout / 4, self._idle_check)
 
-    def failed(self, error):
-        """A socket error on either side: close both."""
-        self.proxy.log.info("client %s: %s; closing both sides", _format(self.peer), _reason(error))
+    def failed(self, error, side=None):
+        """An error on either side (``side``: which, if known): close both."""
+        where = f"{side}: " if side else ""
+        self.proxy.log.info("client %s: %s%s; closing both sides", _format(self.peer), where, _reason(error))
         self.abort()
 
     def abort(self):
-        """Close both sides now, dropping anything unsent."""
+        """Close both sides now, dropping anything unsent (also ends a graceful close under way)."""
         self._close(graceful=False)
 
     def finish(self):
@@ -328,47 +350,98 @@ class _Connection:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self.release(graceful)
+        elif graceful or self.done:
+            return
+        if self.release(graceful):
+            self.released()
+
+    def released(self):
+        """Both sides are closed (release() said so, or a graceful close that took time ended)."""
+        if not self.done:
+            self.done = True
             self.proxy._closed(self)
 
 
 # -- the events engine --------------------------------------------------------------------------------
 
 class _EventConnection(_Connection):
-    """Plain TCP on raw Events: both directions read into the proxy's shared buffer."""
+    """Raw Events, each side plain or TLS (a TLSSession): both directions read into the proxy's
+    shared buffer."""
 
     def __init__(self, proxy, sock, address):
         super().__init__(proxy, address)
         sock.setblocking(False)
         _nodelay(sock)
-        self.client = sock
+        session = None if proxy.client_tls is None else TLSSession(proxy.client_tls, server_side=True)
+        self.client = _End(self, sock, session, "client")
         self.upstream = None
         self.connecting = None
         self.pumps = ()
+        self.tls = proxy.client_tls is not None or proxy.upstream_tls is not None
+        self.closing = False        # a graceful close of a TLS connection is under way (see release)
+        self._linger_call = None
+        self._linger_unsent = 0
+
+    def start(self):
+        super().start()
+        if not self.open:
+            return
+        if self.client.session is None:
+            self.ready(self.client)
+        else:
+            self.client.handshake()     # meanwhile the upstream connects
 
     def connect(self, target):
         family, address = target
-        self.upstream = socket.socket(family, socket.SOCK_STREAM)
-        self.upstream.setblocking(False)
-        _nodelay(self.upstream)
-        err = self.upstream.connect_ex(address)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        proxy = self.proxy
+        session = None
+        if proxy.upstream_tls is not None:
+            try:
+                session = TLSSession(proxy.upstream_tls, server_hostname=proxy.upstream_server_name)
+            except BaseException:
+                sock.close()
+                raise
+        self.upstream = _End(self, sock, session, "upstream")
+        _nodelay(sock)
+        err = sock.connect_ex(address)
         if err not in (0, errno.EINPROGRESS):
             raise OSError(err, os.strerror(err))
-        self.connecting = Event(self.proxy.base, self.upstream, WRITE, self._connect_done)
+        self.connecting = Event(proxy.base, sock, WRITE, self._connect_done)
         self.connecting.add()
 
     def _connect_done(self, fd, what):
         self.connecting.close()
         self.connecting = None
-        err = self.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        err = self.upstream.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self.connect_failed(OSError(err, os.strerror(err)))
-            return
-        self.pumps = (_Pump(self, self.client, self.upstream, True),
-                      _Pump(self, self.upstream, self.client, False))
-        self.connected()
-        for pump in self.pumps:
-            pump.reader.add()
+        elif self.upstream.session is None:
+            self.ready(self.upstream)
+        else:
+            self.upstream.handshake()
+
+    def ready(self, end):
+        """``end`` is plain, or its handshake is done; the upstream's completes the connect. Once both
+        sides are ready, bytes move."""
+        end.ready = True
+        if end is self.upstream:
+            self.connected()
+        if self.client.ready and self.upstream is not None and self.upstream.ready:
+            self.pumps = (_Pump(self, self.client, self.upstream, True),
+                          _Pump(self, self.upstream, self.client, False))
+            for pump in self.pumps:
+                pump.resume()
+                if not self.open:
+                    return
+
+    def handshake_failed(self, end, error):
+        if end is self.upstream:
+            self.connect_failed(error)
+        else:
+            self.proxy.log.info("client %s: TLS handshake failed: %s; closing it", _format(self.peer), _reason(error))
+            self.abort()
 
     def pump_done(self):
         if all(pump.eof for pump in self.pumps):
@@ -377,31 +450,286 @@ class _EventConnection(_Connection):
     def release(self, graceful):
         if self.connecting is not None:
             self.connecting.close()
+            self.connecting = None
         for pump in self.pumps:
-            pump.close()
-        self.client.close()
-        if self.upstream is not None:
-            self.upstream.close()
+            pump.reader.close()
+        ends = [end for end in (self.client, self.upstream) if end is not None]
+        if graceful and self.tls:
+            # No half-close over TLS: send what is pending, close_notify, FIN; then wait for the peer's
+            # EOF before closing (closing with its bytes unread would reset the connection and could
+            # drop what it has not read yet). Bounded: see _linger_check.
+            self.closing = True
+            for end in ends:
+                end.close_gracefully()
+            if not all(end.closed for end in ends):
+                self._linger_unsent = self._unsent()
+                self._linger_call = self.proxy.base.call_later(TLS_LINGER, self._linger_check)
+                return False
+            return True
+        if self._linger_call is not None:
+            self._linger_call.cancel()
+            self._linger_call = None
+        for end in ends:
+            end.close()
+        return True
+
+    def end_closed(self):
+        """One side finished its graceful close."""
+        if all(end.closed for end in (self.client, self.upstream) if end is not None):
+            if self._linger_call is not None:
+                self._linger_call.cancel()
+                self._linger_call = None
+            self.released()
+
+    def _unsent(self):
+        return sum(end.unsent() for end in (self.client, self.upstream) if end is not None and not end.closed)
+
+    def _linger_check(self):
+        # Every TLS_LINGER seconds the close must have sent something more, else the peers that do
+        # not read (or do not close) are given up on.
+        self._linger_call = None
+        unsent = self._unsent()
+        if unsent < self._linger_unsent:
+            self._linger_unsent = unsent
+            self._linger_call = self.proxy.base.call_later(TLS_LINGER, self._linger_check)
+            return
+        self.proxy.log.info("client %s: closing took over %g s without progress (%d bytes unsent); aborting",
+                            _format(self.peer), TLS_LINGER, unsent)
+        self.abort()
+
+
+class _End:
+    """One socket of an events connection, plain or TLS (``session``), and what waits to be sent to
+    it: for a plain one a copy of what the socket did not take, for a TLS one the session's
+    pending ciphertext (which the session's own reading may add to: alerts, key updates)."""
+
+    __slots__ = ("conn", "sock", "fd", "session", "name", "ready", "pending", "writer", "reader", "source",
+                 "shut", "peer_closed", "closed")
+
+    def __init__(self, conn, sock, session, name):
+        self.conn = conn
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.session = session
+        self.name = name            # "client" or "upstream", for the log
+        self.ready = False          # plain, or the handshake is done
+        self.pending = b""
+        self.writer = Event(conn.proxy.base, sock, WRITE | PERSIST, self.writable)
+        self.reader = None          # while handshaking or closing (a _Pump reads in between)
+        self.source = None          # the _Pump writing here, paused while this end is behind
+        self.shut = False           # closing: everything (and close_notify) sent, write side shut down
+        self.peer_closed = False    # closing: the peer's EOF came
+        self.closed = False
+
+    # -- sending --
+
+    def put(self, data, n):
+        """Send ``data[:n]`` (plaintext: encrypted first on a TLS end); False when some of it waits
+        (the writer then runs until it is out). Raises OSError."""
+        session = self.session
+        if session is None:
+            try:
+                sent = send(self.fd, data, 0, n)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == n:
+                return True
+            self.pending = data[sent:n]     # the one copy: the shared buffer is reused by the next read
+        else:
+            session.write(memoryview(data)[:n])
+            session.send_to(self.fd)
+            if not session.pending_out:
+                return True
+        self.writer.add()
+        return False
+
+    def flush(self):
+        """Send what waits; True once nothing does. Raises OSError."""
+        session = self.session
+        if session is None:
+            if self.pending:
+                try:
+                    sent = send(self.fd, self.pending)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                self.pending = self.pending[sent:]
+            return not self.pending
+        if session.pending_out:
+            session.send_to(self.fd)
+        return not session.pending_out
+
+    def send_pending(self):
+        """Send what waits, leaving the rest to the writer. Raises OSError."""
+        if not self.flush():
+            self.writer.add()
+
+    def unsent(self):
+        return len(self.pending) if self.session is None else self.session.pending_out
+
+    def writable(self, fd, what):
+        try:
+            done = self.flush()
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if not done:
+            return
+        self.writer.delete()
+        if self.conn.closing:
+            self._shut_down()
+        elif self.source is not None and self.source.paused:
+            self.source.resume()
+
+    def _failed(self, error):
+        if self.conn.closing:
+            self.close()        # the peer is gone: nothing more to send it
+            self.conn.end_closed()
+        else:
+            self.conn.failed(error, self.name)
+
+    # -- the TLS handshake --
+
+    def handshake(self):
+        """Run the handshake, reading whenever the socket is readable; then tell the connection."""
+        self.reader = Event(self.conn.proxy.base, self.sock, READ | PERSIST, self._handshake_readable)
+        self.reader.add()
+        self._handshake_step()      # a client's ClientHello; a server waits for it
+
+    def _handshake_readable(self, fd, what):
+        try:
+            self.session.recv_from(fd, len(self.conn.proxy._buffer))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.conn.handshake_failed(self, exc)
+            return
+        self._handshake_step()
+
+    def _handshake_step(self):
+        try:
+            done = self.session.do_handshake()
+        except TLSError as exc:
+            self.send_alert()
+            self.conn.handshake_failed(self, exc)
+            return
+        try:
+            self.send_pending()
+        except OSError as exc:
+            self.conn.handshake_failed(self, exc)
+            return
+        if done:
+            self.reader.close()
+            self.reader = None
+            self.conn.ready(self)
+
+    def send_alert(self):
+        """After a TLS failure: try once to send the alert OpenSSL made, before the socket closes."""
+        try:
+            self.session.send_to(self.fd)
+        except OSError:
+            pass
+
+    # -- closing --
+
+    def close_gracefully(self):
+        """Send what waits, then close_notify (TLS) and FIN; read and drop what comes until the peer's
+        EOF, then close."""
+        if self.closed:
+            return
+        if self.session is not None and self.session.handshake_done:
+            try:
+                self.session.shutdown()
+            except OSError:     # the session failed (read ahead while dst was behind): no close_notify
+                self.close()
+                return
+        if self.reader is not None:
+            self.reader.close()
+        self.reader = Event(self.conn.proxy.base, self.sock, READ | PERSIST, self._discard)
+        self.reader.add()
+        try:
+            done = self.flush()
+        except OSError:
+            self.close()
+            return
+        if done:
+            self._shut_down()
+        else:
+            self.writer.add()
+
+    def _shut_down(self):
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.peer_closed = True     # not connected any more: nothing to wait for
+        self.shut = True
+        if self.peer_closed:
+            self.close()
+            self.conn.end_closed()
+
+    def _discard(self, fd, what):
+        try:
+            if recv_into(fd, self.conn.proxy._buffer):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self.peer_closed = True
+        self.reader.delete()
+        if self.shut:
+            self.close()
+            self.conn.end_closed()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+            if self.reader is not None:
+                self.reader.close()
+            if self.session is not None:
+                self.session.close()
+            self.sock.close()
 
 
 class _Pump:
-    """One direction of an events connection: recv into the shared buffer, send it on; when the
-    destination takes only part of it, keep the rest and stop reading until it is out."""
+    """One direction of an events connection: read from src (recv, or recv + decrypt for TLS) into
+    the shared buffer and put it to dst; while dst is behind, stop reading until it caught up."""
 
-    __slots__ = ("conn", "src", "dst", "up", "counters", "buffer", "pending", "reader", "writer", "eof")
+    __slots__ = ("conn", "src", "dst", "up", "counters", "buffer", "reader", "paused", "eof")
 
     def __init__(self, conn, src, dst, up):
-        base = conn.proxy.base
         self.conn = conn
-        self.src = src.fileno()
-        self.dst = dst.fileno()
+        self.src = src
+        self.dst = dst
         self.up = up
         self.counters = conn.proxy.counters
         self.buffer = conn.proxy._buffer
-        self.pending = b""
+        self.paused = True      # until resume() starts it
         self.eof = False
-        self.reader = Event(base, src, READ | PERSIST, self.readable)
-        self.writer = Event(base, dst, WRITE | PERSIST, self.writable)
+        dst.source = self
+        self.reader = Event(conn.proxy.base, src.sock, READ | PERSIST,
+                            self.readable if src.session is None else self.readable_tls)
+
+    def resume(self):
+        """Start reading (again): dst is not behind. A TLS src may hold ciphertext read earlier
+        (with its handshake, or before dst fell behind): that goes first."""
+        self.paused = False
+        if self.src.session is not None:
+            self.decrypt()
+            if self.paused or not self.conn.open:
+                return
+        self.reader.add()
+
+    def pause(self):
+        self.paused = True
+        self.reader.delete()
+
+    def count(self, n):
+        self.conn.moved += n
+        if self.up:
+            self.counters.bytes_up += n
+        else:
+            self.counters.bytes_down += n
 
     def readable(self, fd, what):
         buffer = self.buffer
@@ -410,55 +738,64 @@ class _Pump:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self.conn.failed(exc)
+            self.conn.failed(exc, self.src.name)
             return
         if not n:
             self.end()
             return
-        self.conn.moved += n
-        if self.up:
-            self.counters.bytes_up += n
-        else:
-            self.counters.bytes_down += n
+        self.count(n)
         try:
-            sent = send(self.dst, buffer, 0, n)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+            if not self.dst.put(buffer, n):
+                self.pause()
         except OSError as exc:
-            self.conn.failed(exc)
-            return
-        if sent < n:
-            self.pending = buffer[sent:n]   # the one copy: the shared buffer is reused by the next read
-            self.reader.delete()
-            self.writer.add()
+            self.conn.failed(exc, self.dst.name)
 
-    def writable(self, fd, what):
+    def readable_tls(self, fd, what):
         try:
-            sent = send(fd, self.pending)
+            self.src.session.recv_from(fd, len(self.buffer))    # 0 (EOF): decrypt() tells how it ended
         except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.conn.failed(exc, self.src.name)
+            return
+        self.decrypt()
+
+    def decrypt(self):
+        """Put what src's session can decrypt to dst, until it needs more ciphertext or dst is behind."""
+        src = self.src
+        session = src.session
+        buffer = self.buffer
+        dst = self.dst
+        try:
+            while n := session.read_into(buffer):
+                self.count(n)
+                if not dst.put(buffer, n):
+                    self.pause()
+                    break
+            src.send_pending()      # what reading made for src's peer (a key update)
+        except TLSError as exc:     # a truncation, a bad record, ... (dst's session never fails here)
+            src.send_alert()
+            self.conn.failed(exc, src.name)
             return
         except OSError as exc:
             self.conn.failed(exc)
             return
-        self.pending = self.pending[sent:]
-        if not self.pending:
-            self.writer.delete()
-            self.reader.add()
+        if n == 0:
+            self.end()      # close_notify
 
     def end(self):
-        """The source sent EOF (nothing is pending while reading): pass it on."""
+        """src sent EOF or close_notify (nothing is pending while reading): pass it on."""
         self.eof = True
         self.reader.delete()
+        if self.conn.tls:
+            self.conn.finish()      # no half-close over TLS (see the module's documentation)
+            return
         try:
-            _shutdown_write(self.dst)
+            self.dst.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
-            self.conn.failed(exc)
+            self.conn.failed(exc, self.dst.name)
             return
         self.conn.pump_done()
-
-    def close(self):
-        self.reader.close()
-        self.writer.close()
 
 
 # -- the bufferevent engine ---------------------------------------------------------------------------
@@ -508,6 +845,7 @@ class _StreamConnection(_Connection):
         for bev in (self.client, self.upstream):
             if bev is not None:
                 bev.close() if graceful else bev.abort()
+        return True     # the BufferEvents finish a graceful close (and close_notify) by themselves
 
 
 class _Side:
@@ -703,8 +1041,9 @@ def parser():
     p.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGINT/SIGTERM, abort the transfers still running after this long (default 10)")
     p.add_argument("--mode", choices=("auto", "events", "bufferevent"), default="auto",
-                   help="the engine: events (raw Events with recv_into/send, the fastest for plain TCP), "
-                        "bufferevent (BufferEvents, zero-copy between them); auto: events")
+                   help="the engine: events (raw Events reading 256 KiB per recv, TLS through TLSSession: "
+                        "the fastest, plain or TLS), bufferevent (BufferEvents, zero-copy between them, "
+                        "TLS through libevent's bufferevent_openssl); auto: events")
     tls = p.add_argument_group(
         "TLS", "any combination: --tls-upstream alone wraps plain clients into TLS, --cert alone unwraps "
                "TLS clients, both re-encrypt. With TLS on a side there is no half-close: the first EOF "
@@ -732,8 +1071,6 @@ def _tls_contexts(p, args):
         p.error("--insecure turns verification off, so --cafile would not be used: drop one of them")
     if args.key and not args.cert:
         p.error("--key needs --cert PATH (the certificate chain the key belongs to)")
-    if (args.tls_upstream or args.cert) and args.mode == "events":
-        p.error("TLS runs on the bufferevent engine: drop --mode events (auto picks bufferevent)")
     client_tls = upstream_tls = None
     if args.cert:
         client_tls = TLSContext(server_side=True)
