@@ -16,7 +16,9 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
 from posix.uio cimport iovec
 
 from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_assign, event_del
@@ -52,9 +54,22 @@ cdef extern from "sys/socket.h" nogil:
         SHUT_WR
 
 
+cdef extern from "Python.h":
+    # Owned references as plain pointers: _PyBytes_Resize() replaces the object it is given.
+    PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
+    char *_bytes_data "PyBytes_AS_STRING"(PyObject *o)
+    int _bytes_resize "_PyBytes_Resize"(PyObject **o, Py_ssize_t n) except -1
+
+
 cdef enum:
     READ_SIZE = 262144      # what asyncio's transports read per recv() (max_size)
     MAX_IOV = 64            # queued buffers handed to one sendmsg()
+    # After a read of DIRECT_MIN bytes or more, the next recv() goes straight into a new bytes object
+    # of DIRECT_SIZE bytes, shrunk in place to what came: no copy of the data (below DIRECT_MIN the
+    # copy from the static buffer costs less than the allocation). DIRECT_SIZE keeps the object under
+    # glibc's default mmap threshold (128 KiB): heap memory, shrunk without a syscall.
+    DIRECT_MIN = 8192
+    DIRECT_SIZE = 126976
 
 # The read buffer of every transport: data_received() gets a bytes copy, and the GIL is held from
 # recv() to that copy, so no two callbacks use it at once.
@@ -135,6 +150,7 @@ cdef class TransportCore(Handle):
     cdef Py_ssize_t _high_water
     cdef Py_ssize_t _low_water
     cdef bint _protocol_paused
+    cdef Py_ssize_t _last_read  # bytes the last recv() got: picks the read strategy (DIRECT_MIN)
 
     def __cinit__(self):
         self._fd = -1
@@ -230,21 +246,58 @@ cdef class TransportCore(Handle):
             return 0
         if self._buffered:
             return self._read_into_buffer()
+        if self._last_read >= DIRECT_MIN:
+            return self._read_direct()
         n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
         if n > 0:
-            data = PyBytes_FromStringAndSize(_read_buf, n)
-            try:
-                self._data_received(data)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+            self._last_read = n
+            self._deliver(PyBytes_FromStringAndSize(_read_buf, n))
         elif n == 0:
             self._read_eof()
         else:
             err = errno
             if not _would_block(err):
                 self._fatal_error(_os_error(err), 'Fatal read error on socket transport')
+        return 0
+
+    cdef int _read_direct(self) except -1:
+        # recv() into the bytes object data_received() gets. A full one may have more behind it: that
+        # comes through the static buffer, so one event still reads up to READ_SIZE, as asyncio does.
+        cdef PyObject *raw = _new_bytes(NULL, DIRECT_SIZE)
+        cdef ssize_t n, more
+        cdef int err
+        n = c_recv(self._fd, _bytes_data(raw), DIRECT_SIZE, MSG_DONTWAIT)
+        err = errno
+        if n <= 0:
+            Py_DECREF(<object>raw)
+            if n == 0:
+                self._last_read = 0
+                self._read_eof()
+            elif not _would_block(err):
+                self._fatal_error(_os_error(err), 'Fatal read error on socket transport')
+            return 0
+        if n == DIRECT_SIZE:
+            more = c_recv(self._fd, _read_buf, READ_SIZE - DIRECT_SIZE, MSG_DONTWAIT)
+            if more > 0:    # an error or EOF shows again at the next event
+                if _bytes_resize(&raw, n + more) < 0:
+                    return -1   # raw is freed and NULL
+                memcpy(_bytes_data(raw) + n, _read_buf, more)
+                n += more
+        elif _bytes_resize(&raw, n) < 0:
+            return -1
+        self._last_read = n
+        data = <object>raw
+        Py_DECREF(data)     # the reference _new_bytes() returned; data holds its own
+        self._deliver(data)
+        return 0
+
+    cdef inline int _deliver(self, data) except -1:
+        try:
+            self._data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
         return 0
 
     cdef int _read_into_buffer(self) except -1:
