@@ -16,7 +16,7 @@ from levent._core cimport STYLE_ARGS, Call, Event, EventBase, _fileno
 
 import sys
 
-from asyncio import coroutines, format_helpers
+from asyncio import coroutines, format_helpers, futures
 from asyncio.log import logger
 
 # asyncio's own test for coroutine functions (renamed in 3.12).
@@ -190,6 +190,16 @@ cdef class LoopCore:
         self._writers = {}
 
     # -- scheduling ---------------------------------------------------------------------------------
+
+    # BaseEventLoop's versions of these two are Python functions, and a streams read calls both: the
+    # reader's create_future(), and get_debug() from the C Future's constructor.
+    def create_future(self):
+        """Create a Future attached to the loop."""
+        return futures.Future(loop=self)
+
+    def get_debug(self):
+        """True in asyncio's debug mode (set_debug())."""
+        return self._debug
 
     cdef inline int _check_closed(self) except -1:
         if self._closed:
