@@ -1837,12 +1837,7 @@ cdef class Call:
 # Non-blocking socket I/O for callbacks: MSG_DONTWAIT makes these never block, so they keep the GIL
 # (a socket method releases and re-takes it around every call) and parse arguments the fast way.
 
-cdef extern from "sys/socket.h" nogil:
-    ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
-    ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
-    enum:
-        MSG_DONTWAIT
-        MSG_NOSIGNAL
+from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, c_recv, c_send
 
 
 def recv_into(int fd, buffer, Py_ssize_t nbytes=-1):

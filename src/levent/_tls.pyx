@@ -694,12 +694,7 @@ cdef bint _send_close_notify(SSL *ssl) noexcept nogil:
 
 # -- TLSSession: TLS over memory, for sockets the caller reads and writes ----------------------------
 
-cdef extern from "sys/socket.h" nogil:
-    ssize_t recv(int fd, void *buf, size_t n, int flags)
-    ssize_t send(int fd, const void *buf, size_t n, int flags)
-    enum:
-        MSG_DONTWAIT
-        MSG_NOSIGNAL
+from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, c_recv, c_send
 
 cdef enum:
     _MIN_ALLOCATION = 16384     # a queue's smallest buffer: one TLS record
@@ -985,7 +980,7 @@ cdef class TLSSession:
         if room == NULL:
             raise MemoryError(f"no memory to receive {nbytes} bytes")
         while True:
-            n = recv(fileno, room, nbytes, MSG_DONTWAIT)
+            n = c_recv(fileno, room, nbytes, MSG_DONTWAIT)
             if n >= 0 or errno != EINTR:
                 break
         err = errno
@@ -1124,7 +1119,7 @@ cdef class TLSSession:
         if n == 0:
             return 0
         while True:
-            sent = send(fileno, self._io.outgoing.data + self._io.outgoing.start, n, MSG_DONTWAIT | MSG_NOSIGNAL)
+            sent = c_send(fileno, self._io.outgoing.data + self._io.outgoing.start, n, MSG_DONTWAIT | MSG_NOSIGNAL)
             if sent >= 0 or errno != EINTR:
                 break
         if sent < 0:

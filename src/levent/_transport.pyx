@@ -25,6 +25,7 @@ from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_
 from libevent_pxd.event_struct cimport event
 from libevent_pxd.util cimport evutil_socket_t
 from levent._core cimport EventBase, Handle
+from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, c_recv, c_send, c_sendmsg, c_shutdown, msghdr
 
 import asyncio
 import os
@@ -35,23 +36,6 @@ from asyncio import base_events, constants, futures, protocols, transports, trso
 from asyncio.log import logger
 
 
-cdef extern from "sys/socket.h" nogil:
-    struct msghdr:
-        void *msg_name
-        int msg_namelen
-        iovec *msg_iov
-        size_t msg_iovlen
-        void *msg_control
-        size_t msg_controllen
-        int msg_flags
-    ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
-    ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
-    ssize_t c_sendmsg "sendmsg"(int fd, const msghdr *msg, int flags)
-    int c_shutdown "shutdown"(int fd, int how)
-    enum:
-        MSG_DONTWAIT
-        MSG_NOSIGNAL
-        SHUT_WR
 
 
 cdef extern from "Python.h":
