@@ -7,21 +7,9 @@ import pytest
 from .util import run
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
 class TestReaders:
-    def test_reader_called_with_args(self, loop, pair):
-        a, b = pair
+    def test_reader_called_with_args(self, loop, socketpair):
+        a, b = socketpair
         fut = loop.create_future()
 
         def on_readable(tag, extra):
@@ -32,8 +20,8 @@ class TestReaders:
         b.send(b"hello")
         assert run(loop, fut) == ("tag", 2, b"hello")
 
-    def test_fd_as_object_with_fileno(self, loop, pair):
-        a, b = pair
+    def test_fd_as_object_with_fileno(self, loop, socketpair):
+        a, b = socketpair
         fut = loop.create_future()
         loop.add_reader(a, lambda: fut.done() or fut.set_result(a.recv(10)))
         b.send(b"x")
@@ -42,15 +30,15 @@ class TestReaders:
         assert loop.remove_reader(a.fileno()) is True
         assert loop.remove_reader(a) is False
 
-    def test_remove_returns_true_then_false(self, loop, pair):
-        a, _ = pair
+    def test_remove_returns_true_then_false(self, loop, socketpair):
+        a, _ = socketpair
         assert loop.remove_reader(a) is False
         loop.add_reader(a, lambda: None)
         assert loop.remove_reader(a) is True
         assert loop.remove_reader(a) is False
 
-    def test_level_triggered(self, loop, pair):
-        a, b = pair
+    def test_level_triggered(self, loop, socketpair):
+        a, b = socketpair
         calls = []
         done = loop.create_future()
 
@@ -65,8 +53,8 @@ class TestReaders:
         run(loop, done)
         assert len(calls) == 3
 
-    def test_replacing_a_reader(self, loop, pair):
-        a, b = pair
+    def test_replacing_a_reader(self, loop, socketpair):
+        a, b = socketpair
         got = []
         fut = loop.create_future()
         loop.add_reader(a, lambda: got.append("first"))
@@ -76,8 +64,8 @@ class TestReaders:
         assert "first" not in got and got[0] == "second"
         assert loop.remove_reader(a) is True
 
-    def test_removed_reader_is_not_called(self, loop, pair):
-        a, b = pair
+    def test_removed_reader_is_not_called(self, loop, socketpair):
+        a, b = socketpair
         got = []
         loop.add_reader(a, lambda: got.append("called"))
         assert loop.remove_reader(a)
@@ -85,8 +73,8 @@ class TestReaders:
         run(loop, asyncio.sleep(0.05))
         assert got == []
 
-    def test_reader_sees_eof(self, loop, pair):
-        a, b = pair
+    def test_reader_sees_eof(self, loop, socketpair):
+        a, b = socketpair
         fut = loop.create_future()
         loop.add_reader(a, lambda: fut.done() or fut.set_result(a.recv(10)))
         b.close()
@@ -101,8 +89,8 @@ class TestReaders:
 
 
 class TestWriters:
-    def test_writer(self, loop, pair):
-        a, b = pair
+    def test_writer(self, loop, socketpair):
+        a, b = socketpair
         fut = loop.create_future()
 
         def on_writable(arg):
@@ -114,15 +102,15 @@ class TestWriters:
         assert run(loop, fut) == "arg"
         assert b.recv(10) == b"w"
 
-    def test_remove_returns_true_then_false(self, loop, pair):
-        a, _ = pair
+    def test_remove_returns_true_then_false(self, loop, socketpair):
+        a, _ = socketpair
         assert loop.remove_writer(a) is False
         loop.add_writer(a.fileno(), lambda: None)
         assert loop.remove_writer(a) is True
         assert loop.remove_writer(a.fileno()) is False
 
-    def test_writer_waits_for_room(self, loop, pair):
-        a, b = pair
+    def test_writer_waits_for_room(self, loop, socketpair):
+        a, b = socketpair
         # fill the socket buffer
         try:
             while True:
@@ -147,8 +135,8 @@ class TestWriters:
         assert got == ["writable"]
         loop.remove_reader(b)
 
-    def test_reader_and_writer_on_the_same_fd(self, loop, pair):
-        a, b = pair
+    def test_reader_and_writer_on_the_same_fd(self, loop, socketpair):
+        a, b = socketpair
         got = []
         readable = loop.create_future()
         loop.add_writer(a, lambda: got.append("w"))

@@ -13,18 +13,6 @@ needs_311 = pytest.mark.skipif(not PY311, reason="sock_recvfrom/_into and sock_s
 
 
 @pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
-@pytest.fixture
 def listener():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(False)
@@ -51,8 +39,8 @@ def udp_pair():
 
 
 class TestStreamSockets:
-    def test_recv_and_sendall(self, loop, pair):
-        a, b = pair
+    def test_recv_and_sendall(self, loop, socketpair):
+        a, b = socketpair
 
         async def main():
             await loop.sock_sendall(a, b"hello")
@@ -60,8 +48,8 @@ class TestStreamSockets:
 
         assert run(loop, main()) == b"hello"
 
-    def test_recv_waits_for_data(self, loop, pair):
-        a, b = pair
+    def test_recv_waits_for_data(self, loop, socketpair):
+        a, b = socketpair
 
         async def main():
             t = loop.create_task(loop.sock_recv(b, 100))
@@ -72,13 +60,13 @@ class TestStreamSockets:
 
         assert run(loop, main()) == b"late"
 
-    def test_recv_eof(self, loop, pair):
-        a, b = pair
+    def test_recv_eof(self, loop, socketpair):
+        a, b = socketpair
         a.shutdown(socket.SHUT_WR)
         assert run(loop, loop.sock_recv(b, 100)) == b""
 
-    def test_recv_into(self, loop, pair):
-        a, b = pair
+    def test_recv_into(self, loop, socketpair):
+        a, b = socketpair
         buf = bytearray(10)
 
         async def main():
@@ -93,8 +81,8 @@ class TestStreamSockets:
         n2 = run(loop, loop.sock_recv_into(b, view))
         assert 1 <= n2 <= 3 and bytes(buf[2:2 + n2]) == b"XYZ"[:n2]
 
-    def test_cancelled_recv_leaves_the_socket_usable(self, loop, pair):
-        a, b = pair
+    def test_cancelled_recv_leaves_the_socket_usable(self, loop, socketpair):
+        a, b = socketpair
 
         async def main():
             t = loop.create_task(loop.sock_recv(b, 100))
@@ -107,8 +95,8 @@ class TestStreamSockets:
 
         assert run(loop, main()) == b"after cancel"
 
-    def test_sendall_large_to_a_slow_reader(self, loop, pair):
-        a, b = pair
+    def test_sendall_large_to_a_slow_reader(self, loop, socketpair):
+        a, b = socketpair
         payload = os.urandom(8 * 1024 * 1024)
 
         async def slow_reader():
@@ -135,8 +123,8 @@ class TestStreamSockets:
         assert n == len(payload)
         assert digest == hashlib.sha256(payload).hexdigest()
 
-    def test_sendall_memoryview(self, loop, pair):
-        a, b = pair
+    def test_sendall_memoryview(self, loop, socketpair):
+        a, b = socketpair
         run(loop, loop.sock_sendall(a, memoryview(b"0123456789")[3:6]))
         assert run(loop, loop.sock_recv(b, 10)) == b"345"
 
