@@ -1,6 +1,5 @@
 """I/O watchers: add_reader, remove_reader, add_writer, remove_writer on socketpairs."""
 import asyncio
-import socket
 
 import pytest
 
