@@ -722,8 +722,32 @@ def test_tls_truncation_aborts_both_sides_and_is_logged(servers, certs, caplog, 
     assert any("client 127.0.0.1" in m and "truncated" in m for m in messages), messages
 
 
-def test_tls_close_is_bounded_when_the_client_never_reads(servers, certs, caplog, monkeypatch):
-    monkeypatch.setattr(levent.proxy, "TLS_LINGER", 0.3)
+def _socket_inode(fd):
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except FileNotFoundError:
+        return None
+
+
+def _fd_connected_to(address):
+    """The fd of this process whose socket's peer is ``address``."""
+    for name in os.listdir("/proc/self/fd"):
+        if not (_socket_inode(int(name)) or "").startswith("socket:"):
+            continue
+        s = socket.socket(fileno=int(name))
+        try:
+            if s.family == socket.AF_INET and s.getpeername() == address:
+                return int(name)
+        except OSError:
+            pass
+        finally:
+            s.detach()
+    raise AssertionError(f"no socket of this process is connected to {address}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tls_close_is_bounded_when_the_client_never_reads(servers, certs, caplog, monkeypatch, mode):
+    monkeypatch.setattr(levent.proxy, "CLOSE_LINGER", 0.3)
     stop = threading.Event()
 
     def firehose(conn):
@@ -739,19 +763,24 @@ def test_tls_close_is_bounded_when_the_client_never_reads(servers, certs, caplog
                     return
 
     up = servers.upstream(firehose)
-    px = servers.proxy(up.address, upstream_tls=upstream_context(certs), mode="events")
+    px = servers.proxy(up.address, upstream_tls=upstream_context(certs), mode=mode)
     try:
         with caplog.at_level(logging.INFO, logger="levent.proxy"), px.connect() as c:
             assert c.recv(1)        # the upstream's bytes flow ...
             time.sleep(0.3)         # ... until every buffer toward this client is full
+            # The proxy's socket toward this client (the proxy runs in this process): it must close.
+            fd = _fd_connected_to(c.getsockname())
+            inode = _socket_inode(fd)
+            assert inode.startswith("socket:")
             started = time.monotonic()
             c.shutdown(socket.SHUT_WR)      # EOF: the proxy closes, but can never send the rest
-            assert wait_until(lambda: px.proxy.connections == 0, TIMEOUT)
+            assert wait_until(lambda: px.proxy.connections == 0 and _socket_inode(fd) != inode, TIMEOUT)
             assert 0.25 < time.monotonic() - started < 3
     finally:
         stop.set()
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("without progress" in m for m in messages), messages
+    if mode == "events":
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("without progress" in m for m in messages), messages
 
 
 @pytest.mark.parametrize("args, says", [

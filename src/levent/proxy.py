@@ -38,7 +38,8 @@ TLSBufferEvent's ``close()`` stops reading), so on a connection with TLS on eith
 then both sides are closed once their output is out, TLS sides with close_notify. Bytes the other side
 sends after that are dropped. The events engine then waits for each peer's EOF before closing its
 socket (closing with unread bytes would reset the connection), and gives up, aborting, after
-``TLS_LINGER`` seconds in which nothing more could be sent. A truncated TLS stream (no close_notify)
+``CLOSE_LINGER`` seconds in which nothing more could be sent; the bufferevent engine's graceful close
+(plain or TLS) gives up after the same time without progress. A truncated TLS stream (no close_notify)
 is an error and aborts both sides, so the truncation reaches the other side too. A failed handshake
 or certificate verification toward the upstream closes the client (the upstream's handshake counts as
 its connect, within ``connect_timeout``); a client that fails its handshake is closed; both are logged
@@ -62,9 +63,9 @@ __all__ = ["Counters", "Proxy", "main"]
 
 DEFAULT_HIGH_WATER = 512 * 1024
 CHUNK = 256 * 1024      # the events engine's largest read (high_water permitting)
-# The events engine's graceful close of a TLS connection gives up (aborts) when this many seconds
-# passed without a byte more sent, or, once all is sent, without the peer closing.
-TLS_LINGER = 5.0
+# A graceful close gives up (aborts) when this many seconds passed without a byte more sent (and, for
+# the events engine's TLS connections, once all is sent, without the peer closing).
+CLOSE_LINGER = 5.0
 
 _log = logging.getLogger("levent.proxy")
 
@@ -463,7 +464,7 @@ class _EventConnection(_Connection):
                 end.close_gracefully()
             if not all(end.closed for end in ends):
                 self._linger_unsent = self._unsent()
-                self._linger_call = self.proxy.base.call_later(TLS_LINGER, self._linger_check)
+                self._linger_call = self.proxy.base.call_later(CLOSE_LINGER, self._linger_check)
                 return False
             return True
         if self._linger_call is not None:
@@ -485,16 +486,16 @@ class _EventConnection(_Connection):
         return sum(end.unsent() for end in (self.client, self.upstream) if end is not None and not end.closed)
 
     def _linger_check(self):
-        # Every TLS_LINGER seconds the close must have sent something more, else the peers that do
+        # Every CLOSE_LINGER seconds the close must have sent something more, else the peers that do
         # not read (or do not close) are given up on.
         self._linger_call = None
         unsent = self._unsent()
         if unsent < self._linger_unsent:
             self._linger_unsent = unsent
-            self._linger_call = self.proxy.base.call_later(TLS_LINGER, self._linger_check)
+            self._linger_call = self.proxy.base.call_later(CLOSE_LINGER, self._linger_check)
             return
         self.proxy.log.info("client %s: closing took over %g s without progress (%d bytes unsent); aborting",
-                            _format(self.peer), TLS_LINGER, unsent)
+                            _format(self.peer), CLOSE_LINGER, unsent)
         self.abort()
 
 
@@ -843,9 +844,17 @@ class _StreamConnection(_Connection):
 
     def release(self, graceful):
         for bev in (self.client, self.upstream):
-            if bev is not None:
-                bev.close() if graceful else bev.abort()
-        return True     # the BufferEvents finish a graceful close (and close_notify) by themselves
+            if bev is None:
+                continue
+            if graceful:
+                # The BufferEvent finishes the close (and close_notify) by itself once its output
+                # drained; toward a peer that stops reading, its write timeout (which libevent
+                # re-arms at every write) ends the wait: a closing BufferEvent frees itself on it.
+                bev.set_timeouts(write=CLOSE_LINGER)
+                bev.close()
+            else:
+                bev.abort()
+        return True
 
 
 class _Side:
