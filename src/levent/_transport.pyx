@@ -14,7 +14,9 @@ core. Semantics follow asyncio's ``_SelectorSocketTransport`` (3.9-3.13), includ
 """
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_CheckExact, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.weakref cimport PyWeakref_GetObject
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.string cimport memcpy, memset
 from cpython.object cimport PyObject
@@ -62,6 +64,16 @@ cdef char _read_buf[READ_SIZE]
 cdef int _SEND_FLAGS = MSG_DONTWAIT | MSG_NOSIGNAL
 # As asyncio: after this many writes to a lost connection, each further write() logs a warning.
 cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
+
+# asyncio streams (open_connection, start_server): their protocol's data_received() is two Python
+# calls that append the bytes to the StreamReader's bytearray and wake its reader. For exactly these
+# classes, unpatched, the transport does the same natively and receives straight into that bytearray:
+# no bytes object, no second copy. Only on the versions whose attributes it was checked against.
+cdef bint _STREAMS_NATIVE = sys.version_info < (3, 14)
+cdef object _StreamReaderProtocol = asyncio.StreamReaderProtocol
+cdef object _StreamReader = asyncio.StreamReader
+cdef object _stream_data_received = asyncio.StreamReaderProtocol.data_received
+cdef object _stream_feed_data = asyncio.StreamReader.feed_data
 cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
@@ -114,6 +126,7 @@ cdef class TransportCore(Handle):
     cdef object _get_buffer
     cdef object _buffer_updated
     cdef bint _buffered
+    cdef bint _stream           # the protocol is asyncio's StreamReaderProtocol: see _read_stream()
     cdef event _rev
     cdef event _wev
     # The events are assigned to the base until it closes (_close_from_base): then they are gone.
@@ -230,6 +243,8 @@ cdef class TransportCore(Handle):
             return 0
         if self._buffered:
             return self._read_into_buffer()
+        if self._stream:
+            return self._read_stream()
         if self._last_read >= DIRECT_MIN:
             return self._read_direct()
         n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
@@ -273,6 +288,68 @@ cdef class TransportCore(Handle):
         data = <object>raw
         Py_DECREF(data)     # the reference _new_bytes() returned; data holds its own
         self._deliver(data)
+        return 0
+
+    cdef int _read_stream(self) except -1:
+        # StreamReaderProtocol.data_received() -> StreamReader.feed_data(), natively (see _stream).
+        cdef ssize_t n
+        cdef Py_ssize_t old
+        cdef int err
+        cdef bytearray buf
+        wr = self._protocol._stream_reader_wr
+        reader = None if wr is None else <object>PyWeakref_GetObject(wr)
+        if (type(reader) is not _StreamReader or reader._eof
+                or not PyByteArray_CheckExact(reader._buffer)):
+            # No reader (data_received() drops the data), or one feed_data() must see.
+            self._stream = False
+            return self._read_ready()
+        buf = reader._buffer
+        old = PyByteArray_GET_SIZE(buf)
+        try:
+            if self._last_read >= DIRECT_MIN:
+                # Large reads: recv() into the bytearray's tail (resizing raises BufferError while
+                # the bytearray is exported, as feed_data's extend() does).
+                PyByteArray_Resize(buf, old + DIRECT_SIZE)
+                n = c_recv(self._fd, PyByteArray_AS_STRING(buf) + old, DIRECT_SIZE, MSG_DONTWAIT)
+                err = errno
+                PyByteArray_Resize(buf, old + (n if n > 0 else 0))
+            else:
+                n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
+                err = errno
+                if n > 0:
+                    PyByteArray_Resize(buf, old + n)
+                    memcpy(PyByteArray_AS_STRING(buf) + old, _read_buf, n)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+            return 0
+        if n == 0:
+            self._last_read = 0
+            return self._read_eof()
+        if n < 0:
+            if not _would_block(err):
+                self._fatal_error(_os_error(err), 'Fatal read error on socket transport')
+            return 0
+        self._last_read = n
+        try:
+            waiter = reader._waiter
+            if waiter is not None:
+                reader._waiter = None
+                if not waiter.cancelled():
+                    waiter.set_result(None)
+            if (reader._transport is not None and not reader._paused
+                    and PyByteArray_GET_SIZE(buf) > 2 * reader._limit):
+                try:
+                    reader._transport.pause_reading()
+                except NotImplementedError:
+                    reader._transport = None
+                else:
+                    reader._paused = True
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
         return 0
 
     cdef inline int _deliver(self, data) except -1:
@@ -669,6 +746,9 @@ cdef class TransportCore(Handle):
         else:
             self._data_received = protocol.data_received
             self._get_buffer = self._buffer_updated = None
+        self._stream = (_STREAMS_NATIVE and type(protocol) is _StreamReaderProtocol
+                        and _StreamReaderProtocol.data_received is _stream_data_received
+                        and _StreamReader.feed_data is _stream_feed_data)
         self._protocol = protocol
         return 0
 

@@ -229,3 +229,90 @@ class TestStreams:
             return line
 
         assert run(loop, main()) == b"one line\n"
+
+
+class TestStreamReaderProtocol:
+    """What StreamReaderProtocol.data_received() does, however the loop delivers it (levent's
+    transports feed an unpatched StreamReader natively): pausing above 2 * limit, a subclass's own
+    data_received(), a reader that is gone."""
+
+    def test_reader_pauses_the_transport_above_twice_its_limit(self, loop):
+        size = 4 * MiB
+        data = os.urandom(size)
+
+        async def handler(reader, writer):
+            writer.write(data)
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            async with server:
+                reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2],
+                                                               limit=4096)
+                try:
+                    for _ in range(200):        # the peer's 4 MiB fill the reader until it pauses
+                        if not writer.transport.is_reading():
+                            break
+                        await asyncio.sleep(0.01)
+                    assert not writer.transport.is_reading()
+                    # Paused above 2 * limit after one read: never far above it.
+                    assert 2 * 4096 < len(reader._buffer) <= 2 * 4096 + 256 * 1024
+                    got = bytearray()
+                    while True:
+                        chunk = await reader.read(65536)
+                        if not chunk:
+                            break
+                        got += chunk
+                    return hashlib.sha256(got).hexdigest()
+                finally:
+                    writer.close()
+                    await writer.wait_closed()
+
+        assert run(loop, main()) == hashlib.sha256(data).hexdigest()
+
+    def test_a_subclass_data_received_is_called(self, loop):
+        seen = []
+
+        class Counting(asyncio.StreamReaderProtocol):
+            def data_received(self, data):
+                seen.append(len(data))
+                super().data_received(data)
+
+        async def main():
+            server = await asyncio.start_server(echo_handler, "127.0.0.1", 0)
+            async with server:
+                reader = asyncio.StreamReader()
+                transport, _ = await asyncio.get_running_loop().create_connection(
+                    lambda: Counting(reader), *server.sockets[0].getsockname()[:2])
+                try:
+                    transport.write(b"ping" * 1000)
+                    return await reader.readexactly(4000)
+                finally:
+                    transport.close()
+
+        assert run(loop, main()) == b"ping" * 1000
+        assert sum(seen) == 4000
+
+    def test_data_for_a_collected_reader_is_dropped(self, loop):
+        import gc
+
+        async def main():
+            server = await asyncio.start_server(echo_handler, "127.0.0.1", 0)
+            async with server:
+                reader = asyncio.StreamReader()
+                protocol = asyncio.StreamReaderProtocol(reader)
+                transport, _ = await asyncio.get_running_loop().create_connection(
+                    lambda: protocol, *server.sockets[0].getsockname()[:2])
+                try:
+                    del reader
+                    gc.collect()        # the protocol holds its reader through a weak reference
+                    assert protocol._stream_reader is None
+                    transport.write(b"x" * 10000)
+                    for _ in range(100):
+                        await asyncio.sleep(0.005)
+                    return transport.is_closing()
+                finally:
+                    transport.close()
+
+        assert run(loop, main()) is False
