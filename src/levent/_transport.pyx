@@ -67,8 +67,10 @@ cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR
 
 # asyncio streams (open_connection, start_server): their protocol's data_received() is two Python
 # calls that append the bytes to the StreamReader's bytearray and wake its reader. For exactly these
-# classes, unpatched, the transport does the same natively and receives straight into that bytearray:
-# no bytes object, no second copy. Only on the versions whose attributes it was checked against.
+# classes, unpatched, the transport does the same natively for small reads (no bytes object, no Python
+# frames); large reads take the usual direct path, whose costs are the data's copies, not the calls
+# (receiving into the bytearray itself made glibc return and re-fault its pages at every read). Only
+# on the versions whose attributes it was checked against.
 cdef bint _STREAMS_NATIVE = sys.version_info < (3, 14)
 cdef object _StreamReaderProtocol = asyncio.StreamReaderProtocol
 cdef object _StreamReader = asyncio.StreamReader
@@ -243,7 +245,7 @@ cdef class TransportCore(Handle):
             return 0
         if self._buffered:
             return self._read_into_buffer()
-        if self._stream:
+        if self._stream and self._last_read < DIRECT_MIN:
             return self._read_stream()
         if self._last_read >= DIRECT_MIN:
             return self._read_direct()
@@ -305,20 +307,13 @@ cdef class TransportCore(Handle):
             return self._read_ready()
         buf = reader._buffer
         old = PyByteArray_GET_SIZE(buf)
+        n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
+        err = errno
         try:
-            if self._last_read >= DIRECT_MIN:
-                # Large reads: recv() into the bytearray's tail (resizing raises BufferError while
-                # the bytearray is exported, as feed_data's extend() does).
-                PyByteArray_Resize(buf, old + DIRECT_SIZE)
-                n = c_recv(self._fd, PyByteArray_AS_STRING(buf) + old, DIRECT_SIZE, MSG_DONTWAIT)
-                err = errno
-                PyByteArray_Resize(buf, old + (n if n > 0 else 0))
-            else:
-                n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
-                err = errno
-                if n > 0:
-                    PyByteArray_Resize(buf, old + n)
-                    memcpy(PyByteArray_AS_STRING(buf) + old, _read_buf, n)
+            if n > 0:
+                # (raises BufferError while the bytearray is exported, as feed_data's extend() does)
+                PyByteArray_Resize(buf, old + n)
+                memcpy(PyByteArray_AS_STRING(buf) + old, _read_buf, n)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
