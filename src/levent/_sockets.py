@@ -14,6 +14,7 @@ from asyncio import constants, sslproto, trsock, unix_events
 from asyncio.log import logger
 
 from levent._transport import SocketTransport
+from levent._udp import DatagramTransport
 
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 
@@ -40,6 +41,10 @@ class SocketsMixin:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        self._ensure_fd_no_transport(sock)
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *, server_side=False,
                             server_hostname=None, extra=None, server=None,
