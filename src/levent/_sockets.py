@@ -8,11 +8,13 @@ watch the fd only when it would block.
 """
 import errno
 import functools
+import io
 import os
 import socket
-from asyncio import constants, sslproto, trsock, unix_events
+from asyncio import constants, exceptions, sslproto, trsock, unix_events
 from asyncio.log import logger
 
+from levent import _sendfile
 from levent._transport import SocketTransport
 from levent._udp import DatagramTransport
 
@@ -267,6 +269,58 @@ class SocketsMixin:
         handle = self._add_writer(fd, self._sock_retry, fut, sock.sendto, (data, 0, address))
         fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
         return await fut
+
+    # -- sendfile -------------------------------------------------------------------------------------
+    # asyncio's sock_sendfile() and sendfile() (argument checks, fallback to read + send) call these.
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        self._ensure_fd_no_transport(sock.fileno())
+        return await self._sendfile_to(sock, file, offset, count, None)
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        if not isinstance(transp, SocketTransport):
+            raise exceptions.SendfileNotAvailableError(f"sendfile is not native on {transp!r}")
+        # As asyncio's selector loop: queued data first, no reading meanwhile; the transfer goes
+        # through sock_sendfile()'s checks, with no fallback of its own.
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        try:
+            sock = transp._sock
+            if sock is None:
+                raise ConnectionError("Connection is closed by peer")
+            if self._debug and sock.gettimeout() != 0:
+                raise ValueError("the socket must be non-blocking")
+            self._check_sendfile_params(sock, file, offset, count)
+            return await self._sendfile_to(sock, file, offset, count, transp)
+        finally:
+            transp._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+
+    async def _sendfile_to(self, sock, file, offset, count, transp):
+        if not _sendfile.NATIVE:
+            return await unix_events._UnixSelectorEventLoop._sock_sendfile_native(self, sock, file,
+                                                                                  offset, count)
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0    # an empty file
+        fut, op = _sendfile.sendfile(self, sock.fileno(), fileno, offset, count, blocksize)
+        if transp is not None:
+            transp._set_sendfile_op(op)
+        try:
+            return await fut
+        finally:
+            if transp is not None:
+                transp._set_sendfile_op(None)
 
     async def sock_connect(self, sock, address):
         """Connect ``sock`` to ``address`` (resolved first for IP sockets, as asyncio does)."""
