@@ -133,6 +133,8 @@ cdef class SendfileOp(Handle):
                 n = levent_sendfile(self._sock_fd, self._file_fd, &self._offset, size)
             if n > 0:
                 self._total += n
+                if <size_t>n < size:
+                    break   # the socket's buffer is full: the next call would only say EAGAIN
                 continue
             if n == 0:      # end of the file
                 self._finish()
