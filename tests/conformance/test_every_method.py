@@ -130,10 +130,11 @@ def test_connect_read_pipe(loop, request):
             def data_received(self, data):
                 received.set_result(data)
 
+        pipe = os.fdopen(rfd, "rb", 0)
         try:
-            tr, _ = await loop.connect_read_pipe(Reader, os.fdopen(rfd, "rb", 0))
+            tr, _ = await loop.connect_read_pipe(Reader, pipe)
         except BaseException:
-            os.close(rfd)
+            pipe.close()
             os.close(wfd)
             raise
         os.write(wfd, b"through the pipe")
@@ -152,11 +153,12 @@ def test_connect_write_pipe(loop, request):
 
     async def main():
         rfd, wfd = os.pipe()
+        pipe = os.fdopen(wfd, "wb", 0)
         try:
-            tr, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(wfd, "wb", 0))
+            tr, _ = await loop.connect_write_pipe(asyncio.Protocol, pipe)
         except BaseException:
             os.close(rfd)
-            os.close(wfd)
+            pipe.close()
             raise
         tr.write(b"into the pipe")
         tr.close()
@@ -212,8 +214,11 @@ def tls_contexts(certs):
 
 
 class Upper(asyncio.Protocol):
+    instances = []
+
     def connection_made(self, transport):
         self.transport = transport
+        self.instances.append(self)
 
     def data_received(self, data):
         self.transport.write(data.upper())
@@ -232,6 +237,9 @@ def test_create_server_and_connection_with_tls(loop, tls_contexts):
         version = writer.get_extra_info("ssl_object").version()
         writer.close()
         await writer.wait_closed()
+        for proto in Upper.instances:
+            proto.transport.close()     # before 3.12, closing the server leaves its connections open
+        Upper.instances.clear()
         server.close()
         await server.wait_closed()
         return data, version.startswith("TLS")
@@ -241,6 +249,7 @@ def test_create_server_and_connection_with_tls(loop, tls_contexts):
 
 def test_start_tls(loop, tls_contexts):
     server_ctx, client_ctx = tls_contexts
+    accepted = []
 
     class StartTLSServer(asyncio.Protocol):
         """Answers OK to STARTTLS (reading paused, so the handshake waits in the kernel), upgrades,
@@ -248,6 +257,7 @@ def test_start_tls(loop, tls_contexts):
 
         def connection_made(self, transport):
             self.transport = transport
+            accepted.append(self)
 
         def data_received(self, data):
             if data == b"STARTTLS":
@@ -280,6 +290,7 @@ def test_start_tls(loop, tls_contexts):
         reply = await proto.replies.get()
         subject = dict(x[0] for x in tls_tr.get_extra_info("peercert")["subject"])
         tls_tr.close()
+        (await accepted[0].upgraded).close()
         server.close()
         await server.wait_closed()
         return ok, reply, subject["commonName"]

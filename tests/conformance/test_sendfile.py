@@ -61,8 +61,12 @@ class Sink(asyncio.Protocol):
         self.done.set_result(self.size)
 
     def connection_lost(self, exc):
+        # A TLS close without EOF first (3.9/3.10's sslproto) ends the stream cleanly too.
         if not self.done.done():
-            self.done.set_exception(exc or ConnectionError("lost before EOF"))
+            if exc is None:
+                self.done.set_result(self.size)
+            else:
+                self.done.set_exception(exc)
 
 
 class AbortingSink(Sink):
