@@ -30,6 +30,7 @@ from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, c_recvfrom, c_send, c_sen
 
 import collections
 import os
+import socket
 import sys
 import warnings
 from asyncio import constants, futures, transports, trsock
@@ -51,6 +52,7 @@ cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR
 # 3.13 sends empty datagrams (before: ignored) and counts a header per queued datagram.
 cdef bint _SEND_EMPTY = sys.version_info >= (3, 13)
 cdef Py_ssize_t _HEADER_SIZE = 8 if sys.version_info >= (3, 13) else 0
+cdef int _AF_INET = socket.AF_INET
 
 
 cdef inline bint _would_block(int err) noexcept nogil:
@@ -349,8 +351,8 @@ cdef class DatagramCore(Handle):
     cdef bint _cache_address(self, addr) except -1:
         cdef sockaddr_storage sa
         cdef socklen_t length
-        if addr is None:
-            return False
+        if addr is None or (self._family == _AF_INET and not (type(addr) is tuple and len(addr) == 2)):
+            return False    # the socket module's own error for a wrong AF_INET address
         try:
             length = sockaddr_from(addr, &sa, self._family)
         except (SystemExit, KeyboardInterrupt):

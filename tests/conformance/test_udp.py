@@ -475,3 +475,37 @@ def test_abort_drops_queued_datagrams(loop, request, unix_dgram_pair):
     exc, size, received, sent = run(loop, main())
     assert exc is None and size == 0
     assert received == sent - 1                 # the one that would have blocked was queued, then dropped
+
+
+def test_sendto_bad_address_on_unconnected_is_fatal(loop):
+    # The socket module refuses a 4-tuple on an AF_INET socket: TypeError, fatal to the transport.
+    async def main():
+        errors = []
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        tr, proto = await loop.create_datagram_endpoint(lambda: Datagrams(loop), local_addr=("127.0.0.1", 0))
+        tr.sendto(b"x", ("127.0.0.1", 9, 0, 0))
+        exc = await proto.lost
+        return errors, exc
+
+    errors, exc = run(loop, main())
+    assert isinstance(exc, TypeError) and errors[0]["exception"] is exc
+
+
+def test_sendto_many_destinations(loop):
+    # Unconnected: each datagram goes where its address says (levent caches the last sockaddr).
+    async def main():
+        a, pa = await loop.create_datagram_endpoint(lambda: Datagrams(loop), local_addr=("127.0.0.1", 0))
+        b, pb = await loop.create_datagram_endpoint(lambda: Datagrams(loop), local_addr=("127.0.0.1", 0))
+        s, _ = await loop.create_datagram_endpoint(lambda: Datagrams(loop), local_addr=("127.0.0.1", 0))
+        addr_a, addr_b = a.get_extra_info("sockname"), b.get_extra_info("sockname")
+        for i in range(10):
+            s.sendto(b"%d" % i, addr_a if i % 3 else addr_b)
+        s.sendto(b"by name", ("localhost", addr_a[1]))
+        await pa.wait(7)
+        await pb.wait(4)
+        await close_and_wait(a, b, s)
+        return [d for d, _ in pa.received], [d for d, _ in pb.received]
+
+    got_a, got_b = run(loop, main())
+    assert got_b == [b"0", b"3", b"6", b"9"]
+    assert sorted(got_a) == sorted([b"1", b"2", b"4", b"5", b"7", b"8", b"by name"])
