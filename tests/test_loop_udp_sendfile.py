@@ -230,3 +230,59 @@ def test_sendfile_to_a_reset_socket_fails_with_an_oserror(loop, data_file):
                 a.close()
 
     run(loop, main())
+
+
+# -- nothing left behind --------------------------------------------------------------------------
+
+def counts():
+    gc.collect()
+    return len(gc.get_objects()), len(os.listdir("/proc/self/fd"))
+
+
+def test_endpoint_and_sendfile_cycles_leave_no_objects_or_fds(loop, tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(100_000))
+
+    async def endpoints(n):
+        for _ in range(n):
+            a, pa = await loop.create_datagram_endpoint(lambda: Recorder(loop), local_addr=("127.0.0.1", 0))
+            b, pb = await loop.create_datagram_endpoint(lambda: Recorder(loop),
+                                                        remote_addr=a.get_extra_info("sockname"))
+            b.sendto(b"ping")
+            await pa.got
+            a.close()
+            b.abort()
+            await pa.lost
+            await pb.lost
+
+    async def sendfiles(n):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        try:
+            with open(path, "rb") as f:
+                for _ in range(n):
+                    reader = loop.create_task(drain(b, 100_000))
+                    assert await loop.sock_sendfile(a, f, 0) == 100_000
+                    assert await reader == 100_000
+        finally:
+            a.close()
+            b.close()
+
+    async def drain(sock, n):
+        got = 0
+        while got < n:
+            got += len(await loop.sock_recv(sock, 1 << 20))
+        return got
+
+    async def main():
+        await endpoints(20)         # warm-up: caches, free lists
+        await sendfiles(20)
+        before = counts()
+        await endpoints(200)
+        await sendfiles(200)
+        return before, counts()
+
+    (objects0, fds0), (objects1, fds1) = run(loop, main(), timeout=60)
+    assert fds1 == fds0
+    assert objects1 - objects0 < 100, f"{objects1 - objects0} more GC-tracked objects after 400 cycles"
