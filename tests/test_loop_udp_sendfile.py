@@ -286,3 +286,48 @@ def test_endpoint_and_sendfile_cycles_leave_no_objects_or_fds(loop, tmp_path):
     (objects0, fds0), (objects1, fds1) = run(loop, main(), timeout=60)
     assert fds1 == fds0
     assert objects1 - objects0 < 100, f"{objects1 - objects0} more GC-tracked objects after 400 cycles"
+
+
+def test_sendfile_where_levent_does_not_drive_sendfile_itself(loop, tmp_path, monkeypatch):
+    # Off Linux, loop.sendfile() runs asyncio's os.sendfile() loop: exercised here by turning the
+    # native path off.
+    from levent import _sendfile
+    monkeypatch.setattr(_sendfile, "NATIVE", False)
+    data = os.urandom(3 << 20)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+
+    class Sink(asyncio.Protocol):
+        def __init__(self):
+            self.buf = bytearray()
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, chunk):
+            self.buf += chunk
+
+        def eof_received(self):
+            self.done.set_result(bytes(self.buf))
+
+    async def main():
+        sinks = []
+        server = await loop.create_server(lambda: sinks.append(Sink()) or sinks[-1], "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname())
+        while not sinks:
+            await asyncio.sleep(0.001)
+        with open(path, "rb") as f:
+            sent = await loop.sendfile(tr, f, 100)
+            position = f.tell()
+        tr.write_eof()
+        received = await sinks[0].done
+        tr.close()
+        sinks[0].transport.close()
+        server.close()
+        await asyncio.sleep(0)
+        return sent, position, received
+
+    sent, position, received = run(loop, main())
+    assert (sent, position) == (len(data) - 100, len(data))
+    assert received == data[100:]

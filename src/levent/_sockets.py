@@ -298,10 +298,23 @@ class SocketsMixin:
             if resume_reading:
                 transp.resume_reading()
 
+    # asyncio's os.sendfile() loop, for the systems whose sendfile(2) levent does not drive itself.
+    _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
+    _sock_add_cancellation_callback = unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback
+
     async def _sendfile_to(self, sock, file, offset, count, transp):
         if not _sendfile.NATIVE:
-            return await unix_events._UnixSelectorEventLoop._sock_sendfile_native(self, sock, file,
-                                                                                  offset, count)
+            # asyncio's os.sendfile() path, whose add_writer() must not see the transport's fd.
+            fd = sock.fileno()
+            if transp is not None:
+                del self._transports[fd]
+            try:
+                return await unix_events._UnixSelectorEventLoop._sock_sendfile_native(self, sock, file,
+                                                                                      offset, count)
+            finally:
+                if transp is not None:
+                    self._transports[fd] = transp
         try:
             fileno = file.fileno()
         except (AttributeError, io.UnsupportedOperation):
