@@ -1,6 +1,7 @@
 """The benchmark harness (levent.bench) is itself tested: its load generator catches a corrupted
 echo, a contender that fails to start is reported rather than waited on forever, and no process it
 started outlives a run or a Ctrl-C. Real servers and real sockets on 127.0.0.1."""
+import asyncio
 import json
 import os
 import signal
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from levent.bench import cli, echo, loops, procs, registry
+from levent.bench import cli, echo, loops, procs, registry, tables
+from levent.bench import sendfile as sendfile_suite
 
 from conftest import sigint_default, wait_until
 
@@ -349,3 +351,54 @@ def test_proxy_suite_runs_each_proxy_in_front_of_an_echo_server(tmp_path, capsys
         assert not pid_alive(run["server_pid"]) and not pid_alive(run["upstream_pid"])
     assert "proxy, 64 KiB x 10 conns" in capsys.readouterr().out
     assert not live_children()
+
+
+def test_sendfile_suite_delivers_every_byte_and_reports_each_sender(toolchain):
+    try:
+        toolchain.build("sink")
+    except echo.Skip as exc:
+        pytest.skip(f"the receiver cannot be built here: {exc}")
+    plan = sendfile_suite.plan()
+    names = [name for name, why in plan.items() if not why]
+    progress = cli.Progress([1.0] * len(names), stream=open(os.devnull, "w"))
+    size = 3 << 20
+    cell = sendfile_suite.run_suite(toolchain, names, size, 2, 1, False, progress, 1.0)
+    progress.stream.close()
+    assert not cell["errors"]
+    for name in names:
+        assert len(cell["runs"][name]) == 2       # the warm-up transfer is not among them
+        for transfer in cell["runs"][name]:
+            assert transfer["bytes"] == size and transfer["wall"] > 0
+    report = {"sendfile": {"cells": [cell], "contenders": {
+        name: {"label": sendfile_suite.contender(name).label, "skipped": why} for name, why in plan.items()}}}
+    (table,) = sendfile_suite.tables(report, tables.Table)
+    assert [row[0] for row in table.rows] == [sendfile_suite.contender(n).label for n in names]
+    assert "uvloop has no sendfile()" in " ".join(table.notes)
+
+
+def test_sendfile_sender_refuses_a_short_transfer(tmp_path):
+    # A receiver that answers with a wrong count: the sender reports it instead of a rate.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 100000)
+
+    def liar():
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+            conn.sendall((5).to_bytes(8, "little"))
+
+    t = threading.Thread(target=liar, daemon=True)
+    t.start()
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(RuntimeError, match="sent 100000 bytes but the receiver got 5"):
+            loop.run_until_complete(sendfile_suite._transfers(loop, "sock_sendfile", listener.getsockname()[1],
+                                                              str(path), 1))
+    finally:
+        loop.close()
+        t.join(5)
+        listener.close()

@@ -8,12 +8,15 @@ watch the fd only when it would block.
 """
 import errno
 import functools
+import io
 import os
 import socket
-from asyncio import constants, sslproto, trsock, unix_events
+from asyncio import constants, exceptions, sslproto, trsock, unix_events
 from asyncio.log import logger
 
+from levent import _sendfile
 from levent._transport import SocketTransport
+from levent._udp import DatagramTransport
 
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 
@@ -40,6 +43,10 @@ class SocketsMixin:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        self._ensure_fd_no_transport(sock)
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *, server_side=False,
                             server_hostname=None, extra=None, server=None,
@@ -262,6 +269,71 @@ class SocketsMixin:
         handle = self._add_writer(fd, self._sock_retry, fut, sock.sendto, (data, 0, address))
         fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
         return await fut
+
+    # -- sendfile -------------------------------------------------------------------------------------
+    # asyncio's sock_sendfile() and sendfile() (argument checks, fallback to read + send) call these.
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        self._ensure_fd_no_transport(sock.fileno())
+        return await self._sendfile_to(sock, file, offset, count, None)
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        if not isinstance(transp, SocketTransport):
+            raise exceptions.SendfileNotAvailableError(f"sendfile is not native on {transp!r}")
+        # As asyncio's selector loop: queued data first, no reading meanwhile; the transfer goes
+        # through sock_sendfile()'s checks, with no fallback of its own.
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        try:
+            sock = transp._sock
+            if sock is None:
+                raise ConnectionError("Connection is closed by peer")
+            if self._debug and sock.gettimeout() != 0:
+                raise ValueError("the socket must be non-blocking")
+            self._check_sendfile_params(sock, file, offset, count)
+            return await self._sendfile_to(sock, file, offset, count, transp)
+        finally:
+            transp._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+
+    # asyncio's os.sendfile() loop, for the systems whose sendfile(2) levent does not drive itself.
+    _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
+    _sock_add_cancellation_callback = unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback
+
+    async def _sendfile_to(self, sock, file, offset, count, transp):
+        if not _sendfile.NATIVE:
+            # asyncio's os.sendfile() path, whose add_writer() must not see the transport's fd.
+            fd = sock.fileno()
+            if transp is not None:
+                del self._transports[fd]
+            try:
+                return await unix_events._UnixSelectorEventLoop._sock_sendfile_native(self, sock, file,
+                                                                                      offset, count)
+            finally:
+                if transp is not None:
+                    self._transports[fd] = transp
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0    # an empty file
+        fut, op = _sendfile.sendfile(self, sock.fileno(), fileno, offset, count, blocksize)
+        if transp is not None:
+            transp._set_sendfile_op(op)
+        try:
+            return await fut
+        finally:
+            if transp is not None:
+                transp._set_sendfile_op(None)
 
     async def sock_connect(self, sock, address):
         """Connect ``sock`` to ``address`` (resolved first for IP sockets, as asyncio does)."""

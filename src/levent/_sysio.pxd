@@ -1,6 +1,7 @@
 # The socket calls levent's modules make themselves (declarations only): with MSG_DONTWAIT they never
 # block, so callbacks keep the GIL and skip the socket methods' argument parsing.
 from posix.uio cimport iovec
+from libevent_pxd.util cimport sockaddr, socklen_t
 
 
 cdef extern from "sys/socket.h" nogil:
@@ -15,8 +16,12 @@ cdef extern from "sys/socket.h" nogil:
     ssize_t c_recv "recv"(int fd, void *buf, size_t n, int flags)
     ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
     ssize_t c_sendmsg "sendmsg"(int fd, const msghdr *msg, int flags)
+    ssize_t c_recvfrom "recvfrom"(int fd, void *buf, size_t n, int flags, sockaddr *addr, socklen_t *addrlen)
+    ssize_t c_sendto "sendto"(int fd, const void *buf, size_t n, int flags, const sockaddr *addr,
+                              socklen_t addrlen)
     int c_shutdown "shutdown"(int fd, int how)
     enum:
         MSG_DONTWAIT
         MSG_NOSIGNAL
         SHUT_WR
+

@@ -150,6 +150,10 @@ cdef class TransportCore(Handle):
     cdef Py_ssize_t _low_water
     cdef bint _protocol_paused
     cdef Py_ssize_t _last_read  # bytes the last recv() got: picks the read strategy (DIRECT_MIN)
+    # While loop.sendfile() runs: the future done once the queue is empty (writes are refused until
+    # it is reset), and the native sendfile operation on the socket, stopped before the socket closes.
+    cdef object _empty_waiter
+    cdef object _sendfile_op
 
     def __cinit__(self):
         self._fd = -1
@@ -444,6 +448,8 @@ cdef class TransportCore(Handle):
         try:
             if self._eof:
                 raise RuntimeError('Cannot call write() after write_eof()')
+            if self._empty_waiter is not None:
+                raise RuntimeError('unable to write; sendfile is in progress')
             if size == 0:
                 return 0
             if self._conn_lost:
@@ -488,6 +494,8 @@ cdef class TransportCore(Handle):
     cdef int _writelines(self, list_of_data) except -1:
         if self._eof:
             raise RuntimeError('Cannot call writelines() after write_eof()')
+        if self._empty_waiter is not None:
+            raise RuntimeError('unable to writelines; sendfile is in progress')
         if self._conn_lost:
             for data in list_of_data:
                 self._write(data)       # counts and warns as write() does
@@ -528,6 +536,8 @@ cdef class TransportCore(Handle):
         self._maybe_resume_protocol()
         if self._buffer_size == 0:
             self._stop_writing()
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_result(None)
             if self._closing:
                 self._schedule_connection_lost(None)
             elif self._eof:
@@ -703,6 +713,8 @@ cdef class TransportCore(Handle):
                 'protocol': self._protocol,
             })
         self._force_close(exc)
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_exception(exc)
         return 0
 
     cdef int _schedule_connection_lost(self, exc) except -1:
@@ -719,6 +731,12 @@ cdef class TransportCore(Handle):
         finally:
             self._stop_reading()
             self._stop_writing()
+            if self._sendfile_op is not None:
+                # Its event watches the socket: gone before the fd is closed (and maybe reused).
+                self._sendfile_op.abort()
+                self._sendfile_op = None
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
             self._sock.close()
             self._sock = None
             self._protocol = self._data_received = self._get_buffer = self._buffer_updated = None
@@ -757,7 +775,7 @@ cdef inline TransportCore _core(transport):
     return <TransportCore>transport._core
 
 
-class SocketTransport(transports.Transport):
+class SocketTransport(transports._FlowControlMixin, transports.Transport):
     """A TCP or UNIX stream socket transport of levent's asyncio loop: an ``asyncio.Transport`` with
     asyncio's semantics (flow control with 64 KiB / 16 KiB default limits, ``write_eof``, extra info
     ``socket``, ``sockname``, ``peername``), made by the loop; not instantiated directly.
@@ -766,15 +784,19 @@ class SocketTransport(transports.Transport):
     data (bytearray, writable memoryviews), so the caller may reuse such a buffer at once.
     """
 
+    # _FlowControlMixin, whose methods the core replaces, for asyncio's sendfile fallback: it takes
+    # only such transports (and reads their _loop slot).
     __slots__ = ('_core', '__weakref__')
 
-    # What asyncio's BaseEventLoop checks before start_tls() and sendfile().
+    # What asyncio's BaseEventLoop checks before start_tls() and sendfile(): loop.sendfile() tries
+    # the loop's native os.sendfile() first.
     _start_tls_compatible = True
-    _sendfile_compatible = constants._SendfileMode.FALLBACK
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         cdef TransportCore core = TransportCore.__new__(TransportCore)
-        super().__init__(extra)
+        transports.Transport.__init__(self, extra)
+        self._loop = loop
         self._core = core
         core._setup(loop, loop.base, self, sock, protocol, server)
         self._extra['socket'] = trsock.TransportSocket(sock)
@@ -872,6 +894,31 @@ class SocketTransport(transports.Transport):
     def _force_close(self, exc):
         # Called by asyncio's sslproto on a fatal TLS error.
         _core(self)._force_close(exc)
+
+    # -- for the loop's sendfile() -------------------------------------------------------------------
+
+    @property
+    def _sock(self):
+        # The socket, None once the connection is lost.
+        return _core(self)._sock
+
+    def _make_empty_waiter(self):
+        # A future done once the write queue is empty; write() refuses data until the reset.
+        cdef TransportCore core = _core(self)
+        if core._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        core._empty_waiter = core._loop.create_future()
+        if core._buffer_size == 0:
+            core._empty_waiter.set_result(None)
+        return core._empty_waiter
+
+    def _reset_empty_waiter(self):
+        _core(self)._empty_waiter = None
+
+    def _set_sendfile_op(self, op):
+        # The native sendfile on this socket (or None once done): its abort() runs before the
+        # socket is closed.
+        _core(self)._sendfile_op = op
 
     def __repr__(self):
         core = <TransportCore>getattr(self, '_core', None)

@@ -8,6 +8,8 @@ Two suites, every contender measured side by side in one run:
           a small machine, where req/s of small messages is bound by the client and the kernel.
   loops   timers and callbacks: call_soon batch and chain, call_later, call_later + cancel, timer
           lateness (a loop that runs timers early is wrong, and it shows).
+  sendfile  a 100 MiB file to a C receiver on 127.0.0.1: loop.sendfile() and loop.sock_sendfile()
+          of levent and asyncio, and the read + write() loop of a loop without sendfile (uvloop).
 
 Every server and worker is a fresh process, stopped by PID at the end of its run and on Ctrl-C;
 every run is bounded in time. Runs during which other processes used the CPUs are flagged.
@@ -27,23 +29,24 @@ import tempfile
 import time
 
 from . import echo, loops, procs, registry, tables
+from . import sendfile as sendfile_suite
 
 PROFILES = {
     # --quick: under a minute, the README's main job. --full: every cell, for the README's table.
     "quick": dict(sizes=[1024, 102400], conns=[10], proxy_sizes=[65536], proxy_conns=[10],
-                  duration=1.0, warmup=0.3, repeats=1,
+                  duration=1.0, warmup=0.3, repeats=1, sendfile_size=100 << 20, sendfile_transfers=3,
                   loop_repeats=1, loop_n={"call_soon_batch": 100_000, "call_soon_chain": 100_000,
                                           "call_later": 50_000, "call_later_cancel": 50_000,
                                           "timer_lateness": 1000, "pingpong": 30_000}),
     "full": dict(sizes=[64, 1024, 16384, 102400], conns=[1, 10, 100], proxy_sizes=[65536], proxy_conns=[10],
-                 duration=1.5, warmup=0.3, repeats=3,
+                 duration=1.5, warmup=0.3, repeats=3, sendfile_size=100 << 20, sendfile_transfers=5,
                  loop_repeats=3, loop_n={"call_soon_batch": 300_000, "call_soon_chain": 300_000,
                                          "call_later": 200_000, "call_later_cancel": 200_000,
                                          "timer_lateness": 2000, "pingpong": 100_000}),
 }
 WORKER_TIMEOUT = 60.0  # seconds a timer/callback worker may run
 SEED = 20240601
-SUITES = ("echo", "proxy", "loops")
+SUITES = ("echo", "proxy", "loops", "sendfile")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,8 +102,9 @@ class Progress:
 def parse_only(text):
     """--only: names of suites, contenders (echo servers, proxies), loops and loop workloads; a name
     also matches the contenders it prefixes before a dash ("asyncio" -> asyncio-protocol, ...)."""
-    wanted = {"suites": set(), "servers": set(), "loops": set(), "workloads": set()}
+    wanted = {"suites": set(), "servers": set(), "loops": set(), "workloads": set(), "sendfile": set()}
     server_names = [c.name for c in echo.CONTENDERS]
+    sendfile_names = [c.name for c in sendfile_suite.CONTENDERS]
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
@@ -115,13 +119,18 @@ def parse_only(text):
             if name == token or name.startswith(token + "-"):
                 wanted["servers"].add(name)
                 hit = True
+        for name in sendfile_names:
+            if name == token or name.startswith(token + "-"):
+                wanted["sendfile"].add(name)
+                hit = True
         if token in registry.LOOPS:
             wanted["loops"].add(token)
             hit = True
         if not hit:
             raise argparse.ArgumentTypeError(
                 f"--only: unknown name {token!r}; choose from suites {', '.join(SUITES)}; servers "
-                f"{', '.join(server_names)}; loops {', '.join(registry.LOOPS)}; workloads {', '.join(loops.WORKLOADS)}")
+                f"{', '.join(server_names)}; loops {', '.join(registry.LOOPS)}; workloads {', '.join(loops.WORKLOADS)};"
+                f" sendfile senders {', '.join(sendfile_names)}")
     return wanted
 
 
@@ -284,14 +293,21 @@ def summarize_loop(runs):
 
 def plan(args, toolchain):
     """What runs: ({server contender: (command, None) or (None, why not)} for echo servers and proxies,
-    {loop: likewise}, [workloads], the load generator's path or None)."""
-    only = args.only or {"suites": set(), "servers": set(), "loops": set(), "workloads": set()}
+    {loop: likewise}, [workloads], the load generator's path or None, {sendfile sender: why not or
+    None})."""
+    only = args.only or {"suites": set(), "servers": set(), "loops": set(), "workloads": set(), "sendfile": set()}
     # A suite runs when named, or when one of its contenders or workloads is; nothing named: all.
     suites = set(only["suites"])
     suites.update(echo.contender(name).kind for name in only["servers"])
     if only["loops"] or only["workloads"]:
         suites.add("loops")
+    if only.get("sendfile"):
+        suites.add("sendfile")
     suites = suites or set(SUITES)
+    sendfile_plan = {}
+    if "sendfile" in suites:
+        sendfile_plan = {name: why for name, why in sendfile_suite.plan().items()
+                         if not only.get("sendfile") or "sendfile" in only["suites"] or name in only["sendfile"]}
     server_plan, loop_plan, loadgen = {}, {}, None
     if suites & set(echo.KINDS):
         try:
@@ -321,7 +337,7 @@ def plan(args, toolchain):
             why = registry.missing(name)
             loop_plan[name] = (None, why) if why else (name, None)
     workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
-    return server_plan, loop_plan, workloads, loadgen
+    return server_plan, loop_plan, workloads, loadgen, sendfile_plan
 
 
 def upstream_command(name, toolchain):
@@ -350,7 +366,7 @@ def run(args, out=None):
 
 def _run(args, cfg, bindir, started, out):
     toolchain = echo.Toolchain(bindir)
-    server_plan, loop_plan, workloads, loadgen = plan(args, toolchain)
+    server_plan, loop_plan, workloads, loadgen, sendfile_plan = plan(args, toolchain)
     pinned, pin_why = (False, "--no-pin") if args.no_pin else procs.affinity_ok()
     heavy, other_share = procs.busy_processes(0.5)
 
@@ -369,6 +385,7 @@ def _run(args, cfg, bindir, started, out):
         "echo": {"contenders": {}, "cells": []},
         "proxy": {"contenders": {}, "cells": []},
         "loops": {"contenders": {}, "workloads": []},
+        "sendfile": {"contenders": {}, "cells": []},
     }
     for c in echo.CONTENDERS:
         if c.name in server_plan:
@@ -376,6 +393,8 @@ def _run(args, cfg, bindir, started, out):
             report[c.kind]["contenders"][c.name] = {"label": c.label, "style": c.style, "command": cmd, "skipped": why}
     for name, (_, why) in loop_plan.items():
         report["loops"]["contenders"][name] = {"label": registry.LOOPS[name].label, "skipped": why}
+    for name, why in sendfile_plan.items():
+        report["sendfile"]["contenders"][name] = {"label": sendfile_suite.contender(name).label, "skipped": why}
 
     v = report["versions"]
     print(f"levent bench ({report['profile']}): levent {v.get('levent')}, libevent {v.get('libevent')},"
@@ -398,8 +417,11 @@ def _run(args, cfg, bindir, started, out):
     server_weight = cfg["warmup"] + cfg["duration"] + 0.5
     if not loop_active:
         workloads = []
+    senders = [n for n, why in sendfile_plan.items() if not why]
+    sendfile_weight = 0.3 * (cfg["sendfile_transfers"] + 1) + 0.5
     progress = Progress([server_weight] * sum(len(cells[k]) * len(active[k]) for k in echo.KINDS) * cfg["repeats"]
-                        + [1.0] * (len(workloads) * len(loop_active) * cfg["loop_repeats"]))
+                        + [1.0] * (len(workloads) * len(loop_active) * cfg["loop_repeats"])
+                        + [sendfile_weight] * (len(senders) * cfg["repeats"]))
     failed = False
     try:
         for kind in echo.KINDS:
@@ -448,6 +470,15 @@ def _run(args, cfg, bindir, started, out):
                 # /proc/stat counts 10 ms ticks: over short runs, only a sizeable share means anything
                 "other_util": other / wall if wall > 0.5 else 0.0,
             })
+        if senders:
+            try:
+                cell = sendfile_suite.run_suite(toolchain, senders, cfg["sendfile_size"], cfg["sendfile_transfers"],
+                                                cfg["repeats"], pinned, progress, sendfile_weight)
+                failed = failed or bool(cell["errors"])
+                report["sendfile"]["cells"].append(cell)
+            except (echo.Skip, echo.RunError) as exc:
+                failed = True
+                progress.note(f"sendfile: {exc}")
     finally:
         progress.close()
     report["elapsed_s"] = time.monotonic() - started

@@ -1,5 +1,6 @@
 """The benchmark's tables, built once from a results dict and rendered as text or Markdown."""
 from . import echo, loops
+from .sendfile import tables as sendfile_tables
 
 LOOP_REFERENCE = "asyncio"
 
@@ -171,7 +172,7 @@ def loop_tables(report):
 
 
 def all_tables(report):
-    return echo_tables(report) + proxy_tables(report) + loop_tables(report)
+    return echo_tables(report) + proxy_tables(report) + loop_tables(report) + sendfile_tables(report, Table)
 
 
 def render_text(tables):
