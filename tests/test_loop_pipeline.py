@@ -47,9 +47,9 @@ async def pipeline(mib):
     producer = await asyncio.create_subprocess_exec(sys.executable, "-c", PRODUCER, str(mib), stdout=pipe)
     filt = await asyncio.create_subprocess_exec(sys.executable, "-c", FILTER, stdin=pipe, stdout=pipe)
     consumer = await asyncio.create_subprocess_exec(sys.executable, "-c", CONSUMER, stdin=pipe, stdout=pipe)
-    _, _, (out, _) = await asyncio.gather(pump(producer.stdout, filt.stdin),
-                                          pump(filt.stdout, consumer.stdin),
-                                          consumer.communicate())
+    _, _, out = await asyncio.gather(pump(producer.stdout, filt.stdin),
+                                     pump(filt.stdout, consumer.stdin),
+                                     consumer.stdout.read())
     codes = [await p.wait() for p in (producer, filt, consumer)]
     size, digest = out.split()
     return int(size), digest.decode(), codes

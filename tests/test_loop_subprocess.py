@@ -69,9 +69,13 @@ def reaping(request, monkeypatch):
 
 def test_reaping_both_ways(loop, reaping):
     async def main():
-        procs = [await asyncio.create_subprocess_exec(PY, "-c", f"import sys; sys.exit({i})")
+        # Each child waits for EOF on its stdin: all five run while the reapers are counted.
+        procs = [await asyncio.create_subprocess_exec(
+                     PY, "-c", f"import sys; sys.stdin.read(); sys.exit({i})", stdin=PIPE)
                  for i in range(5)]
         watched = len(loop._child_reapers)
+        for p in procs:
+            p.stdin.close()
         sleeper = await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(60)")
         sleeper.terminate()
         codes = [await p.wait() for p in procs] + [await sleeper.wait()]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .util import Recorder, run, xfail_asyncio
+from .util import PY311, Recorder, run, xfail_asyncio
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="UNIX pipes")
 
@@ -31,6 +31,13 @@ def record_errors(loop):
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
     return errors
+
+
+def is_reading(tr):
+    """tr.is_reading(); None where stdlib asyncio's read pipes lack it (before 3.11)."""
+    if not PY311 and type(tr).is_reading is asyncio.ReadTransport.is_reading:
+        return None
+    return tr.is_reading()
 
 
 async def read_all(fd, n):
@@ -62,7 +69,7 @@ class TestReadPipe:
             assert not isinstance(tr, asyncio.WriteTransport)
             assert tr.get_extra_info("pipe") is rf
             assert tr.get_protocol() is proto
-            assert tr.is_reading() and not tr.is_closing()
+            assert is_reading(tr) in (True, None) and not tr.is_closing()
             wf.write(b"hello ")
             await proto.wait_data(6)
             wf.write(b"pipe")
@@ -85,7 +92,7 @@ class TestReadPipe:
             proto = Recorder(loop)
             tr, _ = await loop.connect_read_pipe(lambda: proto, rf)
             tr.close()
-            assert tr.is_closing() and not tr.is_reading()
+            assert tr.is_closing() and is_reading(tr) in (False, None)
             tr.close()  # again: nothing more
             exc = await proto.lost
             await asyncio.sleep(0)
@@ -103,21 +110,23 @@ class TestReadPipe:
             proto = Recorder(loop)
             tr, _ = await loop.connect_read_pipe(lambda: proto, rf)
             tr.pause_reading()
-            assert not tr.is_reading()
+            assert is_reading(tr) in (False, None)
             tr.pause_reading()  # again: nothing more
             wf.write(b"x" * 1000)
             # The loop polls for I/O while the timer runs: the pipe is readable, yet nothing comes.
             await asyncio.sleep(0.05)
             assert proto.data == b""
             tr.resume_reading()
-            assert tr.is_reading()
+            assert is_reading(tr) in (True, None)
             await proto.wait_data(1000)
             tr.close()
             await proto.lost
 
         run(loop, main())
 
-    def test_paused_in_connection_made(self, loop, pipe_files):
+    def test_paused_in_connection_made(self, loop, pipe_files, request):
+        xfail_asyncio(request, not PY311, "before 3.11 a read pipe starts reading after connection_made() "
+                                          "even if it paused reading")
         rf, wf = pipe_files
 
         class Paused(Recorder):
@@ -128,13 +137,15 @@ class TestReadPipe:
         async def main():
             proto = Paused(loop)
             tr, _ = await loop.connect_read_pipe(lambda: proto, rf)
-            wf.write(b"early")
-            await asyncio.sleep(0.05)
-            assert proto.data == b""
-            tr.resume_reading()
-            await proto.wait_data(5)
-            tr.close()
-            await proto.lost
+            try:
+                wf.write(b"early")
+                await asyncio.sleep(0.05)
+                assert proto.data == b""
+                tr.resume_reading()
+                await proto.wait_data(5)
+            finally:
+                tr.close()
+                await proto.lost
 
         run(loop, main())
 
