@@ -192,12 +192,26 @@ def test_pipe_fd_is_the_transports(loop):
         wf.close()
 
 
-def test_pipe_not_a_file(loop):
+def test_pipe_misuse(loop):
+    r, w = os.pipe()
+    rf, wf = os.fdopen(r, "rb", 0), os.fdopen(w, "wb", 0)
+
     async def main():
         with pytest.raises(TypeError, match="file-like object with a fileno"):
             await loop.connect_read_pipe(asyncio.Protocol, 5)
+        # asyncio's pipes call data_received() only: a BufferedProtocol is refused up front.
+        with pytest.raises(TypeError, match="needs a data_received"):
+            await loop.connect_read_pipe(asyncio.BufferedProtocol, rf)
+        tr, _ = await loop.connect_write_pipe(asyncio.Protocol, wf)
+        with pytest.raises(TypeError, match="bytes-like"):
+            tr.write("text")
+        tr.close()
 
-    run(loop, main())
+    try:
+        run(loop, main())
+    finally:
+        rf.close()
+        wf.close()
 
 
 def test_loop_closed_with_pipes_open(count_open_fds):

@@ -148,6 +148,8 @@ cdef class PipeCore(Handle):
                 raise ValueError("Pipe transport is only for pipes, sockets and character devices")
             raise ValueError("Pipe transport is for pipes/sockets only.")
         base._check_watchable(fd)
+        self._writer = writer
+        self._set_protocol(protocol)
         os.set_blocking(fd, False)
         if (event_assign(&self._rev, base._base, fd, EV_READ | EV_PERSIST, _on_readable, <void *>self) != 0
                 or event_assign(&self._wev, base._base, fd, EV_WRITE | EV_PERSIST, _on_writable,
@@ -159,8 +161,6 @@ cdef class PipeCore(Handle):
         self._loop = loop
         self._transport = transport
         self._pipe = pipe
-        self._writer = writer
-        self._set_protocol(protocol)
         return 0
 
     cdef int _close_from_base(self) except -1:
@@ -547,7 +547,13 @@ cdef class PipeCore(Handle):
     # -- protocol -----------------------------------------------------------------------------------
 
     cdef int _set_protocol(self, protocol) except -1:
-        self._data_received = None if self._writer else protocol.data_received
+        if not self._writer:
+            data_received = getattr(protocol, 'data_received', None)
+            if data_received is None:
+                raise TypeError(f"a read pipe's protocol needs a data_received() method, which "
+                                f"{type(protocol).__name__} has not (asyncio.BufferedProtocol is not "
+                                f"supported on pipes, as in asyncio)")
+            self._data_received = data_received
         self._protocol = protocol
         return 0
 
