@@ -517,8 +517,15 @@ cdef class PipeCore(Handle):
 
     cdef int _schedule_connection_lost(self, exc) except -1:
         # Once only, whatever mix of close(), abort(), EOF and errors leads here.
-        if not self._lost_called:
-            self._lost_called = True
+        if self._lost_called:
+            return 0
+        self._lost_called = True
+        if self._loop.is_closed():
+            # Nothing runs on a closed loop: the pipe closes now, without connection_lost(). (asyncio
+            # raises RuntimeError here, which also stops a subprocess transport's close() before it
+            # kills the child.)
+            self._drop()
+        else:
             self._loop.call_soon(self._call_connection_lost, exc)
         return 0
 
@@ -535,7 +542,7 @@ cdef class PipeCore(Handle):
             self._protocol = self._data_received = None
 
     cdef int _drop(self) except -1:
-        # The transport is collected unclosed: stop watching and close the pipe.
+        # The transport is collected unclosed, or closed after its loop: stop watching, close the pipe.
         if self._pipe is None:
             return 0
         self._stop_reading()

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import threading
+import weakref
 from asyncio import base_subprocess
 from asyncio.log import logger
 
@@ -60,21 +61,23 @@ class SubprocessTransport(base_subprocess.BaseSubprocessTransport):
 
 class _ChildReaper:
     """Waits for one child of a loop and reports its exit status to its transport
-    (``_process_exited``), from the loop: through a pidfd on the loop's EventBase, or else a thread."""
+    (``_process_exited``), from the loop: through a pidfd on the loop's EventBase, or else a thread.
+    It holds the Popen weakly: the transport holds it (and its pipes)."""
 
-    __slots__ = ('_loop', '_transport', '_proc', '_pidfd', '_event', '__weakref__')
+    __slots__ = ('_loop', '_transport', '_pid', '_proc_ref', '_pidfd', '_event', '__weakref__')
 
     def __init__(self, loop, transport):
         self._loop = loop
         self._transport = transport
-        self._proc = transport._proc
+        self._pid = transport._proc.pid
+        self._proc_ref = weakref.ref(transport._proc)
         self._pidfd = -1
         self._event = None
         if _HAS_PIDFD:
             try:
-                self._pidfd = os.pidfd_open(self._proc.pid)
+                self._pidfd = os.pidfd_open(self._pid)
             except OSError:
-                pass    # ENOSYS (kernel < 5.3), EPERM (seccomp), EMFILE...: the thread does it
+                pass    # ENOSYS (kernel < 5.3), EPERM (seccomp), EMFILE...: a thread waits instead
         if self._pidfd >= 0:
             try:
                 self._event = Event(loop.base, self._pidfd, READ, self._on_exit)
@@ -82,68 +85,55 @@ class _ChildReaper:
             except BaseException:
                 self._close_pidfd()
                 raise
-            loop._child_reapers.add(self)
         else:
-            self._start_thread()
+            self._start_thread(self)
+        loop._child_reapers.add(self)
 
     def send_signal(self, sig):
         if self._pidfd >= 0 and _HAS_PIDFD_SEND_SIGNAL:
             # The pidfd names this child even if its pid were reused.
             signal.pidfd_send_signal(self._pidfd, sig)
         else:
-            os.kill(self._proc.pid, sig)
+            os.kill(self._pid, sig)
 
     def _on_exit(self, fd, what):
-        # The pidfd is readable: the child has exited and waits to be reaped.
+        # The pidfd is readable: the child has exited and waits to be reaped (only by us: a pidfd
+        # turns readable once the child is a zombie).
         try:
-            pid, status = os.waitpid(self._proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
         except ChildProcessError:
             pid, status = None, None
-        if pid == 0:
-            self._event.add()   # not reapable yet after all: keep watching
-            return
-        self._loop._child_reapers.discard(self)
         self._close_pidfd()
         self._report(None if pid is None else os.waitstatus_to_exitcode(status))
 
     def _report(self, returncode):
         # In the loop's thread. None: someone else reaped the child.
-        proc = self._proc
+        self._loop._child_reapers.discard(self)
+        proc = self._proc_ref()
         if returncode is None:
-            if proc.returncode is not None:
+            if proc is not None and proc.returncode is not None:
                 returncode = proc.returncode    # Popen.poll() got it first (transport.close())
             else:
-                logger.warning("Unknown child process pid %d, will report returncode 255", proc.pid)
+                logger.warning("Unknown child process pid %d, will report returncode 255", self._pid)
                 returncode = 255
-        elif proc.returncode is None:
+        elif proc is not None and proc.returncode is None:
             proc.returncode = returncode    # Popen must not waitpid() this pid again
         self._loop.call_soon(self._transport._process_exited, returncode)
 
-    def _start_thread(self):
-        thread = threading.Thread(target=self._wait_in_thread, daemon=True,
-                                  name=f"levent-waitpid-{self._proc.pid}")
+    def _start_thread(self, reaper):
+        thread = threading.Thread(target=_wait_in_thread, args=(self._pid, self._proc_ref, reaper),
+                                  daemon=True, name=f"levent-waitpid-{self._pid}")
         thread.start()
 
-    def _wait_in_thread(self):
-        proc = self._proc
-        try:
-            _, status = os.waitpid(proc.pid, 0)
-        except ChildProcessError:
-            returncode = None
-        else:
-            returncode = os.waitstatus_to_exitcode(status)
-            if proc.returncode is None:
-                proc.returncode = returncode
-        try:
-            self._loop.call_soon_threadsafe(self._report, returncode)
-        except RuntimeError:
-            pass    # the loop is closed: nobody is waiting for the status any more
-
     def _detach(self):
-        # The loop closes with the child still running: the child is reaped by a thread then, so that
-        # it does not stay a zombie, and the pidfd is closed.
-        self._close_pidfd()
-        self._start_thread()
+        # The loop closes with the child still running. A thread reaps it once it ends, so that it
+        # does not stay a zombie; that thread must hold neither the transport nor the Popen (whose
+        # pipes the child may be waiting on), so that dropping them still closes those pipes.
+        if self._pidfd >= 0:
+            self._close_pidfd()
+            self._start_thread(None)
+        else:
+            self._transport = None  # the thread's report fails on the closed loop and is dropped
 
     def _close_pidfd(self):
         if self._event is not None:
@@ -152,6 +142,25 @@ class _ChildReaper:
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+
+
+def _wait_in_thread(pid, proc_ref, reaper):
+    # A thread per child where there is no pidfd (as asyncio's ThreadedChildWatcher), or once its loop
+    # closed (reaper None). Only this pid is waited for.
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        returncode = None
+    else:
+        returncode = os.waitstatus_to_exitcode(status)
+        proc = proc_ref()
+        if proc is not None and proc.returncode is None:
+            proc.returncode = returncode    # Popen must not waitpid() this pid again
+    if reaper is not None:
+        try:
+            reaper._loop.call_soon_threadsafe(reaper._report, returncode)
+        except RuntimeError:
+            pass    # the loop is closed: nobody waits for the status any more
 
 
 class PipesMixin:

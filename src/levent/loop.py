@@ -37,7 +37,7 @@ class EventLoop(LoopCore, SocketsMixin, PipesMixin, base_events.BaseEventLoop):
         self._transports = weakref.WeakValueDictionary()
         # UNIX server socket -> inode of its path, removed by _stop_serving (3.13's cleanup_socket).
         self._unix_server_sockets = {}
-        # Children whose pidfd the loop watches (levent._subprocess), handed to threads on close().
+        # Children not reaped yet (levent._subprocess): on close(), threads reap them.
         self._child_reapers = set()
 
     def __repr__(self):
