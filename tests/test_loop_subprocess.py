@@ -92,6 +92,7 @@ def test_reaping_both_ways(loop, reaping):
 
 @needs_proc
 def test_loop_closed_with_a_child_running(reaping, wait_until, count_open_fds):
+    gc.collect()    # garbage of earlier tests must not close fds during the test
     fds_before = count_open_fds()
     loop = levent.new_event_loop()
 
@@ -214,6 +215,7 @@ def test_pipe_misuse(loop):
 
 
 def test_loop_closed_with_pipes_open(count_open_fds):
+    gc.collect()    # garbage of earlier tests must not close fds during the test
     fds_before = count_open_fds()
     loop = levent.new_event_loop()
     r, w = os.pipe()
@@ -237,3 +239,25 @@ def test_loop_closed_with_pipes_open(count_open_fds):
         gc.collect()
     assert rf.closed and wf.closed
     assert count_open_fds() == fds_before
+
+
+@needs_proc
+def test_subprocess_closed_after_its_loop(reaping, wait_until):
+    # close() after the loop closed: the pipes close at once (no connection_lost(), nothing runs on a
+    # closed loop), the child is killed and a thread reaps it.
+    loop = levent.new_event_loop()
+
+    async def main():
+        return await asyncio.create_subprocess_exec(PY, "-c", "import sys; sys.stdin.read()",
+                                                    stdin=PIPE, stdout=PIPE)
+
+    try:
+        proc = run(loop, main())
+    finally:
+        loop.close()
+    transport = proc._transport
+    stdin = transport.get_pipe_transport(0)
+    transport.close()
+    assert stdin.is_closing()
+    assert proc.stdin.transport.get_extra_info("pipe").closed
+    assert wait_until(lambda: is_gone(proc.pid), 10)
