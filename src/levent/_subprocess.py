@@ -2,10 +2,11 @@
 to its subclasses for ``connect_read_pipe``, ``connect_write_pipe``, ``subprocess_exec`` and
 ``subprocess_shell`` (so ``asyncio.create_subprocess_exec`` and friends run on levent).
 
-Children are started by ``subprocess.Popen`` (no Python code runs in the child; fds are closed) and
-reaped by the loop itself, never through asyncio's child watchers (deprecated, process-global): each
-child has a pidfd (Linux 5.3+) watched by a levent Event on the loop's EventBase, and once it is
-readable the loop ``waitpid()``s that one pid, without blocking. Where ``os.pidfd_open`` is missing or
+Children are started by ``subprocess.Popen`` (no Python code runs in the child unless the caller
+passes ``preexec_fn``; fds not passed are closed) and reaped by the loop itself, never through
+asyncio's child watchers (deprecated, process-global): each child has a pidfd (Linux 5.3+) watched by
+a levent Event on the loop's EventBase, and once it is readable the loop ``waitpid()``s that one pid,
+without blocking. Where ``os.pidfd_open`` is missing or
 refused, a thread per child blocks in ``waitpid()`` for that pid and hands the status to the loop, as
 asyncio's ThreadedChildWatcher does. Neither ever waits for another pid, so other code's ``waitpid``
 and SIGCHLD handlers keep working.
