@@ -261,3 +261,47 @@ def test_subprocess_closed_after_its_loop(reaping, wait_until):
     assert stdin.is_closing()
     assert proc.stdin.transport.get_extra_info("pipe").closed
     assert wait_until(lambda: is_gone(proc.pid), 10)
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "SafeChildWatcher"), reason="asyncio has no child watchers (3.14+)")
+def test_inactive_child_watcher_is_not_needed(loop):
+    # A policy whose child watcher is not attached to any loop makes asyncio's own loop refuse
+    # subprocesses (3.9-3.13); levent's loop does not ask it.
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        saved = policy._watcher
+        watcher = asyncio.SafeChildWatcher()
+        policy._watcher = watcher
+    try:
+        async def main():
+            proc = await asyncio.create_subprocess_exec(PY, "-c", "import sys; sys.exit(6)")
+            return await proc.wait()
+
+        reference = asyncio.new_event_loop()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                with pytest.raises(RuntimeError, match="not activated"):
+                    run(reference, main())
+        finally:
+            reference.close()
+        assert run(loop, main()) == 6
+    finally:
+        policy._watcher = saved
+
+
+def test_subprocess_in_another_thread():
+    # No main-thread-only machinery (signal handlers, child watchers): a loop in any thread reaps.
+    results = []
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(PY, "-c", "print('from a thread')",
+                                                    stdout=PIPE)
+        out, _ = await proc.communicate()
+        return out, proc.returncode
+
+    thread = threading.Thread(target=lambda: results.append(levent.run(asyncio.wait_for(main(), TIMEOUT))))
+    thread.start()
+    thread.join(TIMEOUT + 5)
+    assert results == [(b"from a thread\n", 0)]
