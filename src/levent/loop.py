@@ -20,11 +20,12 @@ from asyncio.log import logger
 
 from levent._loop import Handle, LoopCore, TimerHandle
 from levent._sockets import SocketsMixin
+from levent._subprocess import PipesMixin
 
 __all__ = ["EventLoop", "EventLoopPolicy", "Handle", "TimerHandle", "install", "new_event_loop", "run"]
 
 
-class EventLoop(LoopCore, SocketsMixin, base_events.BaseEventLoop):
+class EventLoop(LoopCore, SocketsMixin, PipesMixin, base_events.BaseEventLoop):
     """An asyncio event loop on libevent. Use it wherever asyncio takes a loop: ``levent.run(main())``,
     ``asyncio.run(main(), loop_factory=levent.new_event_loop)`` (3.12+), or
     ``asyncio.set_event_loop_policy(levent.EventLoopPolicy())``."""
@@ -36,6 +37,8 @@ class EventLoop(LoopCore, SocketsMixin, base_events.BaseEventLoop):
         self._transports = weakref.WeakValueDictionary()
         # UNIX server socket -> inode of its path, removed by _stop_serving (3.13's cleanup_socket).
         self._unix_server_sockets = {}
+        # Children not reaped yet (levent._subprocess): on close(), threads reap them.
+        self._child_reapers = set()
 
     def __repr__(self):
         return (f'<{type(self).__name__} running={self.is_running()} closed={self.is_closed()} '
@@ -98,6 +101,7 @@ class EventLoop(LoopCore, SocketsMixin, base_events.BaseEventLoop):
             warnings.warn(f"Closing the loop {self!r} on interpreter shutdown stage, skipping signal "
                           "handlers removal", ResourceWarning, source=self)
             self._signal_handlers.clear()
+        self._close_child_reapers()
         super().close()
         self._close_core()
 

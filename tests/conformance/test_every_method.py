@@ -19,15 +19,6 @@ from .util import run
 PUBLIC_METHODS = sorted(name for name in dir(asyncio.AbstractEventLoop)
                         if not name.startswith("_") and callable(getattr(asyncio.AbstractEventLoop, name)))
 
-# Hooks pending on other branches (pipes and subprocesses): on levent they are still BaseEventLoop's
-# stubs, and these public methods fail with NotImplementedError.
-PENDING = {
-    "_make_read_pipe_transport": "connect_read_pipe: the pipe transports are pending (issue 7, pipes)",
-    "_make_write_pipe_transport": "connect_write_pipe: the pipe transports are pending (issue 7, pipes)",
-    "_make_subprocess_transport": "subprocess_exec/shell: subprocesses are pending (issue 7, subprocesses)",
-}
-
-
 def is_stub(func):
     """True if ``func``'s body (after its docstring) is only ``raise NotImplementedError[...]``."""
     func = inspect.unwrap(getattr(func, "__func__", func))
@@ -101,10 +92,8 @@ def test_public_method_is_implemented(loop, name):
 
 
 @pytest.mark.parametrize("hook", stub_hooks(asyncio.BaseEventLoop))
-def test_base_event_loop_hook_is_implemented(loop_kind, loop, hook, request):
+def test_base_event_loop_hook_is_implemented(loop, hook):
     cls = type(loop)
-    if hook in PENDING and loop_kind == "levent":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PENDING[hook]))
     if not is_stub(inspect.getattr_static(cls, hook)):
         return
     # A stub is fine only where nothing calls it (levent replaces _run_once, which polls with
@@ -112,16 +101,9 @@ def test_base_event_loop_hook_is_implemented(loop_kind, loop, hook, request):
     assert not reached(cls, hook), f"{hook}() only raises NotImplementedError, and the loop calls it"
 
 
-# -- the methods that need the pending hooks, called for real --------------------------------------
+# -- the pipe and subprocess methods, called for real --------------------------------------
 
-def pending_on_levent(request, reason):
-    if request.node.callspec.params.get("loop_kind") == "levent":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=reason))
-
-
-def test_connect_read_pipe(loop, request):
-    pending_on_levent(request, PENDING["_make_read_pipe_transport"])
-
+def test_connect_read_pipe(loop):
     async def main():
         rfd, wfd = os.pipe()
         received = loop.create_future()
@@ -148,9 +130,7 @@ def test_connect_read_pipe(loop, request):
     assert run(loop, main()) == b"through the pipe"
 
 
-def test_connect_write_pipe(loop, request):
-    pending_on_levent(request, PENDING["_make_write_pipe_transport"])
-
+def test_connect_write_pipe(loop):
     async def main():
         rfd, wfd = os.pipe()
         pipe = os.fdopen(wfd, "wb", 0)
@@ -171,9 +151,7 @@ def test_connect_write_pipe(loop, request):
     assert run(loop, main()) == b"into the pipe"
 
 
-def test_subprocess_exec(loop, request):
-    pending_on_levent(request, PENDING["_make_subprocess_transport"])
-
+def test_subprocess_exec(loop):
     async def main():
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", "print('child')", stdout=asyncio.subprocess.PIPE)
@@ -187,9 +165,7 @@ def test_subprocess_exec(loop, request):
         asyncio.set_event_loop(None)
 
 
-def test_subprocess_shell(loop, request):
-    pending_on_levent(request, PENDING["_make_subprocess_transport"])
-
+def test_subprocess_shell(loop):
     async def main():
         proc = await asyncio.create_subprocess_shell("echo shell", stdout=asyncio.subprocess.PIPE)
         out, _ = await proc.communicate()
