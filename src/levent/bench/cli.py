@@ -6,6 +6,9 @@ Two suites, every contender measured side by side in one run:
           Cells: message size x concurrent connections. Reported per contender: req/s, MiB/s,
           p50/p99 latency and the server's CPU time per echo, the figure that separates servers on
           a small machine, where req/s of small messages is bound by the client and the kernel.
+  proxy   TCP proxies between that load generator and an echo server (plain or TLS upstream).
+  tls     TLS echo servers (ssl= on create_server) under the same load generator speaking TLS
+          (OpenSSL): 1 KiB and 100 KiB x 10 connections, server CPU time per echo.
   loops   timers and callbacks: call_soon batch and chain, call_later, call_later + cancel, timer
           lateness (a loop that runs timers early is wrong, and it shows).
 
@@ -31,11 +34,13 @@ from . import echo, loops, procs, registry, tables
 PROFILES = {
     # --quick: under a minute, the README's main job. --full: every cell, for the README's table.
     "quick": dict(sizes=[1024, 102400], conns=[10], proxy_sizes=[65536], proxy_conns=[10],
+                  tls_sizes=[1024, 102400], tls_conns=[10],
                   duration=1.0, warmup=0.3, repeats=1,
                   loop_repeats=1, loop_n={"call_soon_batch": 100_000, "call_soon_chain": 100_000,
                                           "call_later": 50_000, "call_later_cancel": 50_000,
                                           "timer_lateness": 1000, "pingpong": 30_000}),
     "full": dict(sizes=[64, 1024, 16384, 102400], conns=[1, 10, 100], proxy_sizes=[65536], proxy_conns=[10],
+                 tls_sizes=[1024, 102400], tls_conns=[10],
                  duration=1.5, warmup=0.3, repeats=3,
                  loop_repeats=3, loop_n={"call_soon_batch": 300_000, "call_soon_chain": 300_000,
                                          "call_later": 200_000, "call_later_cancel": 200_000,
@@ -43,7 +48,7 @@ PROFILES = {
 }
 WORKER_TIMEOUT = 60.0  # seconds a timer/callback worker may run
 SEED = 20240601
-SUITES = ("echo", "proxy", "loops")
+SUITES = ("echo", "proxy", "tls", "loops")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,8 +152,9 @@ def build_parser():
                          help="64 B, 1 KiB, 16 KiB, 100 KiB x 1, 10, 100 connections, 3 repeats (about 10 minutes on 2 cores)")
     ap.add_argument("--only", type=parse_only, metavar="NAMES",
                     help="comma-separated suites (echo, loops), contenders, loops or workloads to run")
-    ap.add_argument("--sizes", type=int_list, metavar="BYTES,...", help="echo message sizes (the proxy suite: 64 KiB)")
-    ap.add_argument("--conns", type=int_list, metavar="N,...", help="echo concurrent connections (the proxy suite: 10)")
+    ap.add_argument("--sizes", type=int_list, metavar="BYTES,...",
+                    help="echo message sizes (the proxy suite: 64 KiB; tls: 1 KiB and 100 KiB)")
+    ap.add_argument("--conns", type=int_list, metavar="N,...", help="echo concurrent connections (proxy and tls: 10)")
     ap.add_argument("--duration", type=float, metavar="S", help="measured seconds per echo run")
     ap.add_argument("--warmup", type=float, metavar="S", help="unmeasured seconds before each echo window")
     ap.add_argument("--repeats", type=int, metavar="N", help="runs per contender and cell (and per loop workload)")
@@ -284,7 +290,7 @@ def summarize_loop(runs):
 
 def plan(args, toolchain):
     """What runs: ({server contender: (command, None) or (None, why not)} for echo servers and proxies,
-    {loop: likewise}, [workloads], the load generator's path or None)."""
+    {loop: likewise}, [workloads], {suite: its load generator's path} for the suites that have one)."""
     only = args.only or {"suites": set(), "servers": set(), "loops": set(), "workloads": set()}
     # A suite runs when named, or when one of its contenders or workloads is; nothing named: all.
     suites = set(only["suites"])
@@ -292,16 +298,17 @@ def plan(args, toolchain):
     if only["loops"] or only["workloads"]:
         suites.add("loops")
     suites = suites or set(SUITES)
-    server_plan, loop_plan, loadgen = {}, {}, None
-    if suites & set(echo.KINDS):
+    server_plan, loop_plan, loadgens, loadgen_errors = {}, {}, {}, {}
+    for kind in suites & set(echo.KINDS):
         try:
-            loadgen, loadgen_error = toolchain.build("loadgen", ["-lm"]), None
+            loadgens[kind] = toolchain.loadgen(kind)
         except echo.Skip as exc:
-            loadgen_error = str(exc)
+            loadgen_errors[kind] = str(exc)
+    if suites & set(echo.KINDS):
         for c in echo.CONTENDERS:
             if c.kind not in suites or (only["servers"] and c.name not in only["servers"]):
                 continue
-            why = f"no load generator: {loadgen_error}" if loadgen_error else None
+            why = f"no load generator: {loadgen_errors[c.kind]}" if c.kind in loadgen_errors else None
             if not why and c.style in echo.UPSTREAMS:
                 try:
                     echo.UPSTREAMS[c.style](toolchain)
@@ -321,7 +328,7 @@ def plan(args, toolchain):
             why = registry.missing(name)
             loop_plan[name] = (None, why) if why else (name, None)
     workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
-    return server_plan, loop_plan, workloads, loadgen
+    return server_plan, loop_plan, workloads, loadgens
 
 
 def upstream_command(name, toolchain):
@@ -350,7 +357,7 @@ def run(args, out=None):
 
 def _run(args, cfg, bindir, started, out):
     toolchain = echo.Toolchain(bindir)
-    server_plan, loop_plan, workloads, loadgen = plan(args, toolchain)
+    server_plan, loop_plan, workloads, loadgens = plan(args, toolchain)
     pinned, pin_why = (False, "--no-pin") if args.no_pin else procs.affinity_ok()
     heavy, other_share = procs.busy_processes(0.5)
 
@@ -368,6 +375,7 @@ def _run(args, cfg, bindir, started, out):
                         "processes": [{"name": n, "pid": p, "cores": s} for n, p, s in heavy]},
         "echo": {"contenders": {}, "cells": []},
         "proxy": {"contenders": {}, "cells": []},
+        "tls": {"contenders": {}, "cells": []},
         "loops": {"contenders": {}, "workloads": []},
     }
     for c in echo.CONTENDERS:
@@ -394,7 +402,8 @@ def _run(args, cfg, bindir, started, out):
     loop_active = [n for n, (cmd, _) in loop_plan.items() if cmd]
     cells = {"echo": [(size, conns) for size in cfg["sizes"] for conns in cfg["conns"]] if active["echo"] else [],
              "proxy": [(size, conns) for size in cfg["proxy_sizes"] for conns in cfg["proxy_conns"]]
-             if active["proxy"] else []}
+             if active["proxy"] else [],
+             "tls": [(size, conns) for size in cfg["tls_sizes"] for conns in cfg["tls_conns"]] if active["tls"] else []}
     server_weight = cfg["warmup"] + cfg["duration"] + 0.5
     if not loop_active:
         workloads = []
@@ -414,7 +423,7 @@ def _run(args, cfg, bindir, started, out):
                             continue  # a contender that failed in this cell is not run again in it
                         try:
                             runs[name].append(echo.run_one(
-                                server_plan[name][0], loadgen, size, conns, cfg["duration"], cfg["warmup"], pinned,
+                                server_plan[name][0], loadgens[kind], size, conns, cfg["duration"], cfg["warmup"], pinned,
                                 args.ready_timeout, upstream_command(name, toolchain)))
                         except echo.RunError as exc:
                             errors[name] = str(exc)
