@@ -476,6 +476,8 @@ cdef class TLSCore:
         cdef Py_ssize_t offset = 0, wants, count = 1
         buf = memoryview(self._app_get_buffer(self._incoming.pending)).cast('B')
         wants = len(buf)
+        if wants == 0:
+            raise RuntimeError('get_buffer() returned an empty buffer')
         try:
             while offset < wants and self._readable():
                 count = self._sslobj.read(wants - offset, buf[offset:])
@@ -628,7 +630,8 @@ cdef class TLSCore:
 
 
 cdef inline TLSCore _core(obj):
-    return <TLSCore>obj._core
+    # Checked: _core is a writable slot, and a wrong object there must not crash.
+    return <TLSCore?>obj._core
 
 
 class TLSProtocol(protocols.BufferedProtocol):
@@ -717,9 +720,9 @@ class TLSTransport(transports.Transport):
             core._app_released = True
 
     def __del__(self, _warn=warnings.warn):
-        cdef TLSCore core = getattr(self, '_core', None)
-        if core is not None and not core._app_closed:
-            core._app_closed = True
+        core = getattr(self, '_core', None)
+        if isinstance(core, TLSCore) and not (<TLSCore>core)._app_closed:
+            (<TLSCore>core)._app_closed = True
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
 
     def is_reading(self):
@@ -803,5 +806,5 @@ class TLSTransport(transports.Transport):
 
     def __repr__(self):
         core = getattr(self, '_core', None)
-        state = 'closed' if core is None or (<TLSCore>core)._app_closed else 'open'
+        state = 'closed' if not isinstance(core, TLSCore) or (<TLSCore>core)._app_closed else 'open'
         return f'<{type(self).__name__} {state}>'
