@@ -13,8 +13,9 @@ Where the time goes in asyncio's, besides the interpreter: every read ends with 
 ``SSLWantReadError`` raised by OpenSSL's empty buffer, and each ``SSLObject.read(256 KiB)`` allocates
 a 256 KiB bytes object (above glibc's mmap threshold: an mmap and a munmap per message) that is then
 shrunk. Here a read is only tried while the incoming BIO or the session holds bytes (OpenSSL does
-not read ahead from a memory BIO, so nothing else can be waiting), and decrypts into one buffer
-shared by all connections, from which data_received() gets an exact-size copy.
+not read ahead from a memory BIO, so nothing else can be waiting), and decrypts into the
+connection's receive buffer (free once its bytes are in the incoming BIO), from which
+data_received() gets an exact-size copy.
 """
 cimport cython
 
@@ -49,11 +50,6 @@ cdef object _SSLError = ssl.SSLError
 cdef object _CertificateError = ssl.CertificateError
 cdef object _CancelledError = exceptions.CancelledError
 cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
-
-# Where every connection decrypts before data_received() gets a bytes copy: no user code runs between
-# the reads into it and that copy, so one buffer serves all.
-cdef object _plain = bytearray(READ_SIZE)
-cdef object _plain_view = memoryview(_plain)
 
 
 cdef tuple _flow_limits(high, low, Py_ssize_t kib):
@@ -497,20 +493,24 @@ cdef class TLSCore:
         return 0
 
     cdef int _read_copied(self) except -1:
-        # Up to READ_SIZE bytes per data_received() call, as asyncio's; more waits for the next turn.
-        cdef Py_ssize_t offset = 0, count = 1
+        # Decrypts into the receive buffer: its bytes are already in the incoming BIO, and the socket
+        # transport fills it again only from the loop, after data_received() got its copy. (Not one
+        # buffer for all connections: SSLObject.read() releases the GIL, and loops run in threads.)
+        # Up to a buffer's worth per data_received() call; the rest on the next turn.
+        cdef Py_ssize_t offset = 0, count = 1, size = len(self._buffer)
+        view = self._view
         try:
-            while offset < READ_SIZE and self._readable():
-                count = self._sslobj.read(READ_SIZE - offset, _plain_view[offset:])
+            while offset < size and self._readable():
+                count = self._sslobj.read(size - offset, view[offset:])
                 if count <= 0:
                     break   # close_notify
                 offset += count
-            if offset == READ_SIZE and self._readable():
+            if offset == size and self._readable():
                 self._loop.call_soon(self._resume_read)
         except _AGAIN:
             pass
         if offset > 0:
-            self._app_data_received(bytes(_plain_view[:offset]))
+            self._app_data_received(bytes(view[:offset]))
         if count == 0:
             self._call_eof_received()
             self._start_shutdown()
@@ -692,6 +692,10 @@ class TLSTransport(transports.Transport):
     # What asyncio's BaseEventLoop checks before start_tls() and sendfile().
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.FALLBACK
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("TLSTransport is made by the loop: use ssl= (create_connection, create_server, "
+                        "...) or loop.start_tls()")
 
     def get_extra_info(self, name, default=None):
         """TLS details (see the class) or the socket transport's extra info."""

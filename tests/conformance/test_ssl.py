@@ -861,3 +861,36 @@ class TestTransportAPI:
                                                  ssl=True, server_hostname="localhost")
 
         run(loop, main())
+
+
+class TestThreadsAndLifetime:
+    def test_loops_in_two_threads_at_once(self, new_loop, server_ctx, client_ctx):
+        # Each loop in its own thread echoes 2 MiB over TLS; SSLObject releases the GIL while it
+        # decrypts, so any buffer shared between connections would mix their bytes.
+        data = [os.urandom(2 * 1024 * 1024), os.urandom(2 * 1024 * 1024)]
+
+        async def echo_over_tls(loop, payload):
+            server = await loop.create_server(Echo, "127.0.0.1", 0, ssl=server_ctx)
+            async with server:
+                proto = Recorder(loop)
+                tr, _ = await loop.create_connection(lambda: proto, *server.sockets[0].getsockname(),
+                                                     ssl=client_ctx, server_hostname="localhost")
+                for i in range(0, len(payload), 65536):
+                    tr.write(payload[i:i + 65536])
+                got = await proto.wait_data(len(payload))
+                tr.close()
+                await proto.lost
+                return hashlib.sha256(got).digest()
+
+        loops = [new_loop(), new_loop()]
+        results = [None, None]
+
+        def worker(i):
+            results[i] = run(loops[i], echo_over_tls(loops[i], data[i]), timeout=60)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        assert results == [hashlib.sha256(d).digest() for d in data]
