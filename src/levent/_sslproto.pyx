@@ -154,6 +154,7 @@ cdef class TLSCore:
         self._set_write_buffer_limits(None, None)
         self._app_transport = TLSTransport.__new__(TLSTransport)
         self._app_transport._core = self
+        self._app_transport._loop = loop
         self._app_transport_made = True
         return 0
 
@@ -681,11 +682,12 @@ class TLSProtocol(protocols.BufferedProtocol):
         _core(self)._resume_writing()
 
 
-class TLSTransport(transports.Transport):
+class TLSTransport(transports._FlowControlMixin, transports.Transport):
     """The transport an application protocol gets over TLS: an ``asyncio.Transport`` with asyncio's
     TLS semantics (``close()`` sends close_notify once the buffered data is out, no ``write_eof``,
     extra info ``sslcontext``, ``ssl_object``, ``peercert``, ``cipher``, ``compression`` and the
-    socket's own), made by the loop; not instantiated directly."""
+    socket's own), made by the loop; not instantiated directly. A ``_FlowControlMixin``, as asyncio's
+    (its sendfile fallback requires one), with flow control of its own."""
 
     __slots__ = ('_core', '__dict__', '__weakref__')
 

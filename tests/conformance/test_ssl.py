@@ -894,3 +894,27 @@ class TestThreadsAndLifetime:
         for t in threads:
             t.join(90)
         assert results == [hashlib.sha256(d).digest() for d in data]
+
+    def test_sendfile_over_tls(self, loop, server_ctx, client_ctx, tmp_path):
+        # loop.sendfile() on a TLS transport: asyncio's fallback (read + write with flow control).
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        path = tmp_path / "blob"
+        path.write_bytes(data)
+
+        async def main():
+            srv_proto, cli_proto = Recorder(loop), Recorder(loop)
+            server, _, tr = await tls_pair(loop, server_ctx, client_ctx, srv_proto, cli_proto)
+            async with server:
+                with open(path, "rb") as f:
+                    sent = await loop.sendfile(tr, f)
+                got = await srv_proto.wait_data(len(data))
+                tr.write(b"after")      # the transport is the protocol's again
+                more = await srv_proto.wait_data(len(data) + 5)
+                tr.close()
+                await cli_proto.lost
+                return sent, hashlib.sha256(got).digest(), more[-5:], tr.get_protocol()
+
+        sent, digest, tail, protocol = run(loop, main(), timeout=60)
+        assert sent == len(data)
+        assert digest == hashlib.sha256(data).digest()
+        assert tail == b"after"
