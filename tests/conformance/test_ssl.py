@@ -139,8 +139,9 @@ class TestEcho:
             srv.close()
 
     def test_both_ends_on_the_loop_with_flow_control(self, loop, server_ctx, client_ctx):
-        # 4 MiB in 64 KiB writes, more than any buffer holds: pause/resume_writing must work.
-        chunks = [os.urandom(65536) for _ in range(64)]
+        # 16 MiB in 64 KiB writes, more than loopback's socket buffers hold while the loop does not
+        # run (the writes until a pause happen back to back): pause/resume_writing must work.
+        chunks = [os.urandom(65536) for _ in range(256)]
         total = sum(map(len, chunks))
 
         class Sender(Recorder):
