@@ -94,15 +94,11 @@ cdef class TLSCore:
     cdef object _app_get_buffer
     cdef object _app_buffer_updated
     cdef object _app_transport      # the TLSTransport; None once the connection is lost
-    cdef bint _app_transport_made
     cdef bint _app_closed           # the TLSTransport's is_closing()
     cdef bint _app_released         # close() called twice: abort() then does nothing (as asyncio)
-    cdef object _context
     cdef object _sslobj
     cdef object _incoming           # MemoryBIO: bytes from the socket, not yet decrypted
     cdef object _outgoing           # MemoryBIO: encrypted bytes not yet handed to the socket
-    cdef bint _server_side
-    cdef object _server_hostname
     cdef dict _extra
     cdef list _backlog              # application data not yet encrypted
     cdef Py_ssize_t _backlog_size
@@ -134,9 +130,8 @@ cdef class TLSCore:
                                                    "ssl_shutdown_timeout")
         if not sslcontext:
             sslcontext = _default_context(server_side, server_hostname)
-        self._server_side = server_side
-        self._server_hostname = server_hostname if server_hostname and not server_side else None
-        self._context = sslcontext
+        if not server_hostname or server_side:
+            server_hostname = None
         self._extra = {'sslcontext': sslcontext}
         self._backlog = []
         self._waiter = waiter
@@ -147,7 +142,7 @@ cdef class TLSCore:
         self._state = UNWRAPPED
         self._app_state = APP_INIT if call_connection_made else APP_MADE
         self._sslobj = sslcontext.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
-                                           server_hostname=self._server_hostname)
+                                           server_hostname=server_hostname)
         self._buffer = bytearray(READ_SIZE)
         self._view = memoryview(self._buffer)
         self._set_read_buffer_limits(None, None)
@@ -155,7 +150,6 @@ cdef class TLSCore:
         self._app_transport = TLSTransport.__new__(TLSTransport)
         self._app_transport._core = self
         self._app_transport._loop = loop
-        self._app_transport_made = True
         return 0
 
     cdef int _set_app_protocol(self, app_protocol) except -1:
@@ -172,7 +166,7 @@ cdef class TLSCore:
 
     cdef object _get_app_transport(self):
         if self._app_transport is None:
-            raise RuntimeError('Creating _SSLProtocolTransport twice')
+            raise RuntimeError('the TLS connection is already lost: it has no transport to hand over')
         return self._app_transport
 
     cdef int _set_state(self, State new) except -1:
