@@ -369,6 +369,44 @@ class TestHandshake:
 
         assert run(loop, main()) == (b"x" if PY311 else None)
 
+    @pytest.mark.skipif(not PY311, reason="ssl_shutdown_timeout is new in 3.11")
+    def test_shutdown_timeout_when_the_peer_never_answers(self, loop, server_ctx, client_ctx):
+        # Our close_notify goes out, the peer reads it but never answers nor closes: after
+        # ssl_shutdown_timeout the connection is dropped and the protocol hears of the timeout.
+        srv = listening_socket()
+        release = threading.Event()
+
+        def server():
+            conn, _ = srv.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(PEER_TIMEOUT)
+                first = recv_exactly(tls, 5)
+                notify = tls.recv(10)   # b"": the close_notify (OpenSSL does not answer it itself)
+                release.wait(PEER_TIMEOUT)
+                return first, notify
+
+        async def main():
+            peer = in_thread(server)
+            proto = Recorder(loop)
+            tr, _ = await loop.create_connection(lambda: proto, *srv.getsockname(), ssl=client_ctx,
+                                                 server_hostname="localhost", ssl_shutdown_timeout=0.3)
+            tr.write(b"hello")
+            started = loop.time()
+            tr.close()
+            exc = await proto.lost
+            waited = loop.time() - started
+            release.set()
+            return exc, waited, await peer
+
+        try:
+            exc, waited, peer = run(loop, main())
+        finally:
+            release.set()
+            srv.close()
+        assert isinstance(exc, TimeoutError) and str(exc) == "SSL shutdown timed out"
+        assert waited >= 0.25
+        assert peer == (b"hello", b"")
+
     def test_untrusted_certificate(self, loop, certs, client_ctx):
         self_signed = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self_signed.load_cert_chain(certs.self_cert, certs.self_key)
