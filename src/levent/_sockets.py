@@ -70,7 +70,8 @@ class SocketsMixin:
             """Upgrade ``transport`` to TLS; returns the new transport ``protocol`` must use at once."""
             # asyncio's start_tls with levent's TLSProtocol in place of its SSLProtocol.
             if not isinstance(sslcontext, ssl.SSLContext):
-                raise TypeError(f'sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}')
+                raise TypeError(f'sslcontext is expected to be an instance of ssl.SSLContext, '
+                                f'got {sslcontext!r}')
             if not getattr(transport, '_start_tls_compatible', False):
                 raise TypeError(f'transport {transport!r} is not supported by start_tls()')
             waiter = self.create_future()
