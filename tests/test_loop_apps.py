@@ -1,8 +1,9 @@
 """Real asyncio applications, unchanged, on levent.run(): an asyncio-streams chat server with 200
-clients, and aiohttp's server and client exchanging 10,000 requests. Each runs on stdlib asyncio too,
+clients, and aiohttp's server and client exchanging 10,000 requests (and 2,000 over HTTPS). Each runs on stdlib asyncio too,
 so a failure that is the test's own shows on both."""
 import asyncio
 import hashlib
+import ssl
 import sys
 
 import pytest
@@ -74,7 +75,7 @@ aiohttp = pytest.importorskip("aiohttp", reason="aiohttp is a test dependency: p
 from aiohttp import web  # noqa: E402
 
 
-async def aiohttp_exchange(requests, concurrency):
+async def aiohttp_exchange(requests, concurrency, server_ssl=None, client_ssl=None):
     async def hello(request):
         body = await request.read()
         return web.Response(body=hashlib.sha256(body).hexdigest().encode())
@@ -83,18 +84,19 @@ async def aiohttp_exchange(requests, concurrency):
     app.router.add_post("/hash", hello)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
+    scheme = "https" if server_ssl else "http"
     done = 0
     try:
-        connector = aiohttp.TCPConnector(limit=concurrency)
+        connector = aiohttp.TCPConnector(limit=concurrency, ssl=client_ssl if client_ssl else True)
         async with aiohttp.ClientSession(connector=connector) as session:
             async def worker(w):
                 nonlocal done
                 for i in range(w, requests, concurrency):
                     body = f"request {i}".encode() * (1 + i % 50)
-                    async with session.post(f"http://127.0.0.1:{port}/hash", data=body) as resp:
+                    async with session.post(f"{scheme}://127.0.0.1:{port}/hash", data=body) as resp:
                         assert resp.status == 200
                         assert await resp.read() == hashlib.sha256(body).hexdigest().encode()
                     done += 1
@@ -107,6 +109,22 @@ async def aiohttp_exchange(requests, concurrency):
 
 def test_aiohttp_server_and_client_exchange_10000_requests(run):
     assert run(asyncio.wait_for(aiohttp_exchange(10_000, 20), 120)) == 10_000
+
+
+def test_aiohttp_over_https_with_a_self_signed_certificate(run, certs):
+    # The certificate is made at test time (tests/conftest.py); the client trusts exactly it.
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(certs.self_cert, certs.self_key)
+    client_ssl = ssl.create_default_context(cafile=certs.self_cert)
+    assert run(asyncio.wait_for(aiohttp_exchange(2_000, 20, server_ssl, client_ssl), 120)) == 2_000
+
+
+def test_aiohttp_https_client_refuses_an_untrusted_server(run, certs):
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(certs.self_cert, certs.self_key)
+    client_ssl = ssl.create_default_context(cafile=certs.ca)     # not the CA of self_cert
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        run(asyncio.wait_for(aiohttp_exchange(1, 1, server_ssl, client_ssl), 60))
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run() takes loop_factory from 3.12")

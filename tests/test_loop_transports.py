@@ -1,6 +1,7 @@
 """levent's socket transports (levent._transport) beyond the shared conformance suite: big transfers,
 flow control against a peer that does not read, closing from inside every protocol callback, errors
-reaching the exception handler, TLS through asyncio's sslproto, and that nothing leaks or crashes
+reaching the exception handler, TLS (levent's TLSProtocol on 3.11+, asyncio's sslproto before) and
+its transport closed and misused in every order, and that nothing leaks or crashes
 when transports are dropped or the loop closes under them. Real sockets on 127.0.0.1, socketpairs
 and UNIX sockets; every run is bounded by a timeout."""
 import asyncio
@@ -235,6 +236,8 @@ def test_buffered_protocol_with_a_7_byte_buffer(loop):
     run(loop, main())
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="levent's TLSProtocol runs on 3.11+; 3.9/3.10's "
+                    "stdlib transport raises AttributeError when used after connection_lost()")
 @pytest.mark.parametrize("where", ["connection_made", "data_received", "eof_received"])
 @pytest.mark.parametrize("how", ["close", "abort"])
 def test_close_or_abort_inside_a_callback(loop, where, how):
@@ -404,11 +407,16 @@ def test_dropped_paused_transport_warns_and_closes_its_socket(loop):
         assert peer.recv(10) == b""
 
 
-def test_tls_through_asyncios_sslproto(loop, certs):
-    # ssl= works through asyncio's own SSLProtocol over a levent transport (_make_ssl_transport).
+@pytest.fixture
+def tls_contexts(certs):
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(certs.server_cert, certs.server_key)
-    client_ctx = ssl.create_default_context(cafile=certs.ca)
+    return server_ctx, ssl.create_default_context(cafile=certs.ca)
+
+
+def test_tls_runs_on_levents_protocol_from_311(loop, tls_contexts):
+    # ssl= runs levent's TLSProtocol (3.11+) or asyncio's SSLProtocol (3.9/3.10) over a levent transport.
+    server_ctx, client_ctx = tls_contexts
 
     async def handle(reader, writer):
         writer.write((await reader.readline()).upper())
@@ -421,10 +429,88 @@ def test_tls_through_asyncios_sslproto(loop, certs):
         writer.write(b"hello tls\n")
         assert await reader.readline() == b"HELLO TLS\n"
         assert writer.get_extra_info("ssl_object") is not None
+        kind = type(writer.transport).__module__
         writer.close()
         server.close()
         await server.wait_closed()
-    run(loop, main())
+        return kind
+    assert run(loop, main()) == ("levent._sslproto" if sys.version_info >= (3, 11) else "asyncio.sslproto")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="levent's TLSProtocol runs on 3.11+")
+def test_tls_transport_is_made_by_the_loop_only():
+    from levent._sslproto import TLSTransport
+    with pytest.raises(TypeError, match="ssl="):
+        TLSTransport()
+    tr = TLSTransport.__new__(TLSTransport)
+    tr._core = 5    # a wrong object in its slot: an exception, not a crash
+    with pytest.raises(TypeError):
+        tr.write(b"x")
+
+
+CLOSE_ORDERS = [("close",), ("abort",), ("close", "abort"), ("abort", "close"), ("close", "close", "abort"),
+                ("close", "write"), ("abort", "write"), ("pause_reading", "close", "resume_reading")]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="levent's TLSProtocol runs on 3.11+; 3.9/3.10's "
+                    "stdlib transport raises AttributeError when used after connection_lost()")
+@pytest.mark.parametrize("where", ["connection_made", "data_received", "eof_received"])
+@pytest.mark.parametrize("order", CLOSE_ORDERS, ids="-".join)
+def test_tls_transport_closed_in_any_order_inside_callbacks(loop, tls_contexts, where, order):
+    # Inside the callback, then again after connection_lost(): no crash, connection_lost() once.
+    server_ctx, client_ctx = tls_contexts
+
+    def act(transport):
+        for name in order:
+            if name == "write":
+                transport.write(b"late")
+            else:
+                getattr(transport, name)()
+
+    class Server(asyncio.Protocol):
+        def __init__(self):
+            self.lost = loop.create_future()
+            self.lost_calls = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+            if where == "connection_made":
+                act(transport)
+
+        def data_received(self, data):
+            if where == "data_received":
+                act(self.transport)
+
+        def eof_received(self):
+            if where == "eof_received":
+                act(self.transport)
+
+        def connection_lost(self, exc):
+            self.lost_calls += 1
+            self.lost.set_result(exc)
+
+    async def main():
+        proto = Server()
+        server = await loop.create_server(lambda: proto, "127.0.0.1", 0, ssl=server_ctx)
+        async with server:
+            _, writer = await asyncio.open_connection(*server.sockets[0].getsockname(), ssl=client_ctx)
+            writer.write(b"hello")
+            if where == "eof_received":
+                writer.close()      # close_notify
+            await proto.lost
+            act(proto.transport)
+            for method in ("get_write_buffer_size", "is_closing", "is_reading", "get_protocol"):
+                getattr(proto.transport, method)()
+            proto.transport.get_extra_info("peername")
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, ssl.SSLError):
+                pass
+            await asyncio.sleep(0.01)
+            return proto.lost_calls
+
+    assert run(loop, main()) == 1
 
 
 def test_accept_pauses_on_emfile(loop):

@@ -24,6 +24,11 @@
  * first send() of a message to the recv() that completed it (nearest rank); extra fields: conns,
  * size, warmup, loadgen_cpu_s (this process's user+system CPU inside the window).
  *
+ * Built with -DLOADGEN_TLS (and OpenSSL's flags) it is the TLS load generator (loadgen_tls): each
+ * connection does a TLS handshake (blocking, before the first message; the server's certificate is
+ * not verified: this measures the server, on loopback) and the messages go through SSL_write and
+ * SSL_read; the figures mean the same (SIZE plaintext bytes per message).
+ *
  * Exit status: 0 on success; 2 on a connection error (refused, reset, closed by the server, ...);
  * 3 on an echoed byte that differs from the one sent; 4 if no echo completed in the window; 1 on bad
  * usage. The process bounds itself with alarm(WARMUP + SECONDS + 30).
@@ -44,6 +49,10 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <arpa/inet.h>
+#ifdef LOADGEN_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #define POOL_SLACK 4096     /* message offsets are in [0, POOL_SLACK) */
 #define SCRATCH_SIZE (256 * 1024)
@@ -57,6 +66,9 @@ struct conn {
     const unsigned char *msg;  /* the message in flight: pool + offset */
     size_t sent, received;
     uint64_t t0;         /* ns, just before the message's first send() */
+#ifdef LOADGEN_TLS
+    SSL *ssl;
+#endif
 };
 
 static size_t size;
@@ -102,12 +114,70 @@ static void watch(struct conn *c, uint32_t events)
     c->events = events;
 }
 
+#ifdef LOADGEN_TLS
+/* Exit 3 for a record that fails to decrypt or verify (corrupted), else 2 (connection error). */
+static void die_tls(struct conn *c, const char *what, int ret)
+{
+    int err = SSL_get_error(c->ssl, ret);
+    unsigned long e = ERR_get_error();
+    fprintf(stderr, "loadgen: connection %d, message %llu: %s: SSL error %d%s%s\n", c->index,
+            (unsigned long long)c->seq, what, err, e ? ": " : "", e ? ERR_error_string(e, NULL) : "");
+    exit(err == SSL_ERROR_SSL && SSL_is_init_finished(c->ssl) ? 3 : 2);
+}
+
+/* send() and recv() through the connection's TLS session: -1 with errno EAGAIN when it would block
+ * (either way: TLS 1.3 may read while writing), dies on anything else. */
+static ssize_t io_send(struct conn *c, const void *buf, size_t len)
+{
+    int n = SSL_write(c->ssl, buf, len > 1 << 30 ? 1 << 30 : (int)len);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(c->ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    default:
+        die_tls(c, "SSL_write", n);
+        return -1;
+    }
+}
+
+static ssize_t io_recv(struct conn *c, void *buf, size_t len)
+{
+    int n = SSL_read(c->ssl, buf, len > 1 << 30 ? 1 << 30 : (int)len);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(c->ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        die_tls(c, "SSL_read", n);
+        return -1;
+    }
+}
+#else
+static ssize_t io_send(struct conn *c, const void *buf, size_t len)
+{
+    return send(c->fd, buf, len, MSG_NOSIGNAL);
+}
+
+static ssize_t io_recv(struct conn *c, void *buf, size_t len)
+{
+    return recv(c->fd, buf, len, 0);
+}
+#endif
+
 /* Sends what is left of the message; watches EPOLLOUT only while some of it is unsent. */
 static void push(struct conn *c)
 {
     while (c->sent < size) {
         size_t want = size - c->sent;
-        ssize_t n = send(c->fd, c->msg + c->sent, want, MSG_NOSIGNAL);
+        ssize_t n = io_send(c, c->msg + c->sent, want);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -151,7 +221,7 @@ static void pull(struct conn *c)
         ssize_t n;
         if (want > SCRATCH_SIZE)
             want = SCRATCH_SIZE;
-        n = recv(c->fd, scratch, want, 0);
+        n = io_recv(c, scratch, want);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return;
@@ -181,8 +251,12 @@ static void pull(struct conn *c)
             start_message(c);
             return;
         }
+#ifndef LOADGEN_TLS
+        /* Most likely drained; level-triggered epoll reports the rest. (Not with TLS: what the
+         * session already decrypted does not make the socket readable.) */
         if ((size_t)n < want)
-            return;  /* most likely drained; level-triggered epoll reports the rest */
+            return;
+#endif
     }
 }
 
@@ -221,6 +295,16 @@ int main(int argc, char **argv)
     long port, nconns;
     size_t i;
     int one = 1;
+#ifdef LOADGEN_TLS
+    SSL_CTX *tls = SSL_CTX_new(TLS_client_method());
+    if (!tls) {
+        fprintf(stderr, "loadgen: SSL_CTX_new failed\n");
+        return 1;
+    }
+    SSL_CTX_set_verify(tls, SSL_VERIFY_NONE, NULL);
+    /* SSL_write may send part of a message, and is retried from where it stopped */
+    SSL_CTX_set_mode(tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+#endif
 
     if (argc != 5 && argc != 6) {
         fprintf(stderr, "usage: %s PORT CONNS SIZE SECONDS [WARMUP_SECONDS]\n", argv[0]);
@@ -272,6 +356,16 @@ int main(int argc, char **argv)
         if (connect(c->fd, (struct sockaddr *)&sin, sizeof sin) < 0)
             die_conn(c, "connect", errno);
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+#ifdef LOADGEN_TLS
+        c->ssl = SSL_new(tls);
+        if (!c->ssl || !SSL_set_fd(c->ssl, c->fd))
+            die_conn(c, "SSL_new", 0);
+        {
+            int ret = SSL_connect(c->ssl);   /* blocking, like connect() above */
+            if (ret != 1)
+                die_tls(c, "SSL_connect", ret);
+        }
+#endif
         fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
         ev.events = c->events = EPOLLIN;
         ev.data.ptr = c;
@@ -327,8 +421,13 @@ int main(int argc, char **argv)
     printf("end\n");
     fflush(stdout);
 
-    for (i = 0; i < (size_t)nconns; i++)
+    for (i = 0; i < (size_t)nconns; i++) {
+#ifdef LOADGEN_TLS
+        SSL_shutdown(conns[i].ssl);   /* sends close_notify; the server's answer is not awaited */
+        SSL_free(conns[i].ssl);
+#endif
         close(conns[i].fd);
+    }
     if (!messages) {
         fprintf(stderr, "loadgen: no echo completed in %.3f s\n", (t - win_start) / 1e9);
         return 4;

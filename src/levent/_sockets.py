@@ -11,12 +11,24 @@ import functools
 import io
 import os
 import socket
+import sys
 from asyncio import constants, exceptions, sslproto, trsock, unix_events
 from asyncio.log import logger
 
 from levent import _sendfile
 from levent._transport import SocketTransport
 from levent._udp import DatagramTransport
+
+try:
+    import ssl
+except ImportError:     # Python built without ssl
+    ssl = None
+
+if sys.version_info >= (3, 11) and ssl is not None:
+    # levent's own TLS protocol has 3.11+'s sslproto semantics; 3.9/3.10 keep their stdlib one.
+    from levent._sslproto import TLSProtocol as _TLSProtocol
+else:
+    _TLSProtocol = sslproto.SSLProtocol
 
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
 
@@ -51,14 +63,41 @@ class SocketsMixin:
     def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *, server_side=False,
                             server_hostname=None, extra=None, server=None,
                             ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT, **kwargs):
-        # asyncio's TLS: its SSLProtocol over a plain levent transport. kwargs: what the running
-        # version's SSLProtocol also takes (ssl_shutdown_timeout on 3.11+).
+        # TLS over a plain levent transport: levent's TLSProtocol (3.11+), else asyncio's SSLProtocol.
+        # kwargs: what the running version's protocol also takes (ssl_shutdown_timeout on 3.11+).
         self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = sslproto.SSLProtocol(self, protocol, sslcontext, waiter, server_side,
-                                            server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
-                                            **kwargs)
+        ssl_protocol = _TLSProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname,
+                                    ssl_handshake_timeout=ssl_handshake_timeout, **kwargs)
         SocketTransport(self, rawsock, ssl_protocol, None, extra, server)
         return ssl_protocol._app_transport
+
+    if _TLSProtocol is not sslproto.SSLProtocol:
+        async def start_tls(self, transport, protocol, sslcontext, *, server_side=False, server_hostname=None,
+                            ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+            """Upgrade ``transport`` to TLS; returns the new transport ``protocol`` must use at once."""
+            # asyncio's start_tls with levent's TLSProtocol in place of its SSLProtocol.
+            if not isinstance(sslcontext, ssl.SSLContext):
+                raise TypeError(f'sslcontext is expected to be an instance of ssl.SSLContext, '
+                                f'got {sslcontext!r}')
+            if not getattr(transport, '_start_tls_compatible', False):
+                raise TypeError(f'transport {transport!r} is not supported by start_tls()')
+            waiter = self.create_future()
+            tls = _TLSProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname,
+                               ssl_handshake_timeout=ssl_handshake_timeout,
+                               ssl_shutdown_timeout=ssl_shutdown_timeout, call_connection_made=False)
+            # Paused before the switch: no data may reach the TLS protocol before connection_made().
+            transport.pause_reading()
+            transport.set_protocol(tls)
+            made = self.call_soon(tls.connection_made, transport)
+            resumed = self.call_soon(transport.resume_reading)
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                made.cancel()
+                resumed.cancel()
+                raise
+            return tls._app_transport
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
                        *ssl_timeouts):

@@ -6,6 +6,9 @@ Two suites, every contender measured side by side in one run:
           Cells: message size x concurrent connections. Reported per contender: req/s, MiB/s,
           p50/p99 latency and the server's CPU time per echo, the figure that separates servers on
           a small machine, where req/s of small messages is bound by the client and the kernel.
+  proxy   TCP proxies between that load generator and an echo server (plain or TLS upstream).
+  tls     TLS echo servers (ssl= on create_server) under the same load generator speaking TLS
+          (OpenSSL): 1 KiB and 100 KiB x 10 connections, server CPU time per echo.
   loops   timers and callbacks: call_soon batch and chain, call_later, call_later + cancel, timer
           lateness (a loop that runs timers early is wrong, and it shows).
   sendfile  a 100 MiB file to a C receiver on 127.0.0.1: loop.sendfile() and loop.sock_sendfile()
@@ -34,11 +37,13 @@ from . import sendfile as sendfile_suite
 PROFILES = {
     # --quick: under a minute, the README's main job. --full: every cell, for the README's table.
     "quick": dict(sizes=[1024, 102400], conns=[10], proxy_sizes=[65536], proxy_conns=[10],
+                  tls_sizes=[1024, 102400], tls_conns=[10],
                   duration=1.0, warmup=0.3, repeats=1, sendfile_size=100 << 20, sendfile_transfers=3,
                   loop_repeats=1, loop_n={"call_soon_batch": 100_000, "call_soon_chain": 100_000,
                                           "call_later": 50_000, "call_later_cancel": 50_000,
                                           "timer_lateness": 1000, "pingpong": 30_000}),
     "full": dict(sizes=[64, 1024, 16384, 102400], conns=[1, 10, 100], proxy_sizes=[65536], proxy_conns=[10],
+                 tls_sizes=[1024, 102400], tls_conns=[10],
                  duration=1.5, warmup=0.3, repeats=3, sendfile_size=100 << 20, sendfile_transfers=5,
                  loop_repeats=3, loop_n={"call_soon_batch": 300_000, "call_soon_chain": 300_000,
                                          "call_later": 200_000, "call_later_cancel": 200_000,
@@ -46,7 +51,7 @@ PROFILES = {
 }
 WORKER_TIMEOUT = 60.0  # seconds a timer/callback worker may run
 SEED = 20240601
-SUITES = ("echo", "proxy", "loops", "sendfile")
+SUITES = ("echo", "proxy", "tls", "loops", "sendfile")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,8 +161,9 @@ def build_parser():
                          help="64 B, 1 KiB, 16 KiB, 100 KiB x 1, 10, 100 connections, 3 repeats (about 10 minutes on 2 cores)")
     ap.add_argument("--only", type=parse_only, metavar="NAMES",
                     help="comma-separated suites (echo, loops), contenders, loops or workloads to run")
-    ap.add_argument("--sizes", type=int_list, metavar="BYTES,...", help="echo message sizes (the proxy suite: 64 KiB)")
-    ap.add_argument("--conns", type=int_list, metavar="N,...", help="echo concurrent connections (the proxy suite: 10)")
+    ap.add_argument("--sizes", type=int_list, metavar="BYTES,...",
+                    help="echo message sizes (the proxy suite: 64 KiB; tls: 1 KiB and 100 KiB)")
+    ap.add_argument("--conns", type=int_list, metavar="N,...", help="echo concurrent connections (proxy and tls: 10)")
     ap.add_argument("--duration", type=float, metavar="S", help="measured seconds per echo run")
     ap.add_argument("--warmup", type=float, metavar="S", help="unmeasured seconds before each echo window")
     ap.add_argument("--repeats", type=int, metavar="N", help="runs per contender and cell (and per loop workload)")
@@ -293,8 +299,8 @@ def summarize_loop(runs):
 
 def plan(args, toolchain):
     """What runs: ({server contender: (command, None) or (None, why not)} for echo servers and proxies,
-    {loop: likewise}, [workloads], the load generator's path or None, {sendfile sender: why not or
-    None})."""
+    {loop: likewise}, [workloads], {suite: its load generator's path} for the suites that have one,
+    {sendfile sender: why not or None})."""
     only = args.only or {"suites": set(), "servers": set(), "loops": set(), "workloads": set(), "sendfile": set()}
     # A suite runs when named, or when one of its contenders or workloads is; nothing named: all.
     suites = set(only["suites"])
@@ -308,16 +314,17 @@ def plan(args, toolchain):
     if "sendfile" in suites:
         sendfile_plan = {name: why for name, why in sendfile_suite.plan().items()
                          if not only.get("sendfile") or "sendfile" in only["suites"] or name in only["sendfile"]}
-    server_plan, loop_plan, loadgen = {}, {}, None
-    if suites & set(echo.KINDS):
+    server_plan, loop_plan, loadgens, loadgen_errors = {}, {}, {}, {}
+    for kind in suites & set(echo.KINDS):
         try:
-            loadgen, loadgen_error = toolchain.build("loadgen", ["-lm"]), None
+            loadgens[kind] = toolchain.loadgen(kind)
         except echo.Skip as exc:
-            loadgen_error = str(exc)
+            loadgen_errors[kind] = str(exc)
+    if suites & set(echo.KINDS):
         for c in echo.CONTENDERS:
             if c.kind not in suites or (only["servers"] and c.name not in only["servers"]):
                 continue
-            why = f"no load generator: {loadgen_error}" if loadgen_error else None
+            why = f"no load generator: {loadgen_errors[c.kind]}" if c.kind in loadgen_errors else None
             if not why and c.style in echo.UPSTREAMS:
                 try:
                     echo.UPSTREAMS[c.style](toolchain)
@@ -337,7 +344,7 @@ def plan(args, toolchain):
             why = registry.missing(name)
             loop_plan[name] = (None, why) if why else (name, None)
     workloads = [w for w in loops.WORKLOADS if not only["workloads"] or w in only["workloads"]]
-    return server_plan, loop_plan, workloads, loadgen, sendfile_plan
+    return server_plan, loop_plan, workloads, loadgens, sendfile_plan
 
 
 def upstream_command(name, toolchain):
@@ -366,7 +373,7 @@ def run(args, out=None):
 
 def _run(args, cfg, bindir, started, out):
     toolchain = echo.Toolchain(bindir)
-    server_plan, loop_plan, workloads, loadgen, sendfile_plan = plan(args, toolchain)
+    server_plan, loop_plan, workloads, loadgens, sendfile_plan = plan(args, toolchain)
     pinned, pin_why = (False, "--no-pin") if args.no_pin else procs.affinity_ok()
     heavy, other_share = procs.busy_processes(0.5)
 
@@ -384,6 +391,7 @@ def _run(args, cfg, bindir, started, out):
                         "processes": [{"name": n, "pid": p, "cores": s} for n, p, s in heavy]},
         "echo": {"contenders": {}, "cells": []},
         "proxy": {"contenders": {}, "cells": []},
+        "tls": {"contenders": {}, "cells": []},
         "loops": {"contenders": {}, "workloads": []},
         "sendfile": {"contenders": {}, "cells": []},
     }
@@ -413,7 +421,8 @@ def _run(args, cfg, bindir, started, out):
     loop_active = [n for n, (cmd, _) in loop_plan.items() if cmd]
     cells = {"echo": [(size, conns) for size in cfg["sizes"] for conns in cfg["conns"]] if active["echo"] else [],
              "proxy": [(size, conns) for size in cfg["proxy_sizes"] for conns in cfg["proxy_conns"]]
-             if active["proxy"] else []}
+             if active["proxy"] else [],
+             "tls": [(size, conns) for size in cfg["tls_sizes"] for conns in cfg["tls_conns"]] if active["tls"] else []}
     server_weight = cfg["warmup"] + cfg["duration"] + 0.5
     if not loop_active:
         workloads = []
@@ -436,7 +445,7 @@ def _run(args, cfg, bindir, started, out):
                             continue  # a contender that failed in this cell is not run again in it
                         try:
                             runs[name].append(echo.run_one(
-                                server_plan[name][0], loadgen, size, conns, cfg["duration"], cfg["warmup"], pinned,
+                                server_plan[name][0], loadgens[kind], size, conns, cfg["duration"], cfg["warmup"], pinned,
                                 args.ready_timeout, upstream_command(name, toolchain)))
                         except echo.RunError as exc:
                             errors[name] = str(exc)

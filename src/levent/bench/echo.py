@@ -5,6 +5,9 @@ then runs the C load generator (``loadgen.c``) against it: CONNS connections, ea
 SIZE-byte message in flight and checking every echoed byte. The loadgen prints "start" and "end"
 around its measured window; the harness samples the server's CPU time (/proc/PID/stat) at both,
 which gives the figure that separates servers on a 2-core machine: server CPU time per echo.
+
+The TLS suite is the same over TLS: the servers take ``ssl=`` and the load generator is loadgen.c
+built with OpenSSL (``loadgen_tls``).
 """
 import json
 import os
@@ -27,9 +30,11 @@ OTHER_LOAD_WARN = 0.10  # a run where other work took this much of a core is fla
 
 # Per style: the asyncio contender a contender is compared with, and the native ceiling.
 REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams", "proxy": "asyncio-proxy",
-             "proxy-tls": "asyncio-proxy-tls"}
-CEILING = {"protocol": "c-raw", "streams": "c-raw", "proxy": "c-forward", "proxy-tls": None}
-KINDS = ("echo", "proxy")  # an echo server answers the load itself; a proxy forwards it to one
+             "proxy-tls": "asyncio-proxy-tls", "tls": "asyncio-tls"}
+CEILING = {"protocol": "c-raw", "streams": "c-raw", "proxy": "c-forward", "proxy-tls": None, "tls": None}
+# An echo server answers the load itself; a proxy forwards it to one; a tls server is an echo server
+# spoken to over TLS.
+KINDS = ("echo", "proxy", "tls")
 
 
 class Skip(Exception):
@@ -53,7 +58,9 @@ class Contender:
 
     @property
     def kind(self):
-        return "proxy" if self.style.startswith("proxy") else "echo"
+        if self.style.startswith("proxy"):
+            return "proxy"
+        return "tls" if self.style == "tls" else "echo"
 
 
 CONTENDERS: List[Contender] = []
@@ -102,14 +109,15 @@ class Toolchain:
                               timeout=30, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise Skip(f"pkg-config {package} failed: {proc.stderr.strip() or 'exit ' + str(proc.returncode)}"
-                       " (Debian/Ubuntu: apt-get install libevent-dev)")
+                       f" (Debian/Ubuntu: apt-get install {'libssl-dev' if package == 'openssl' else 'libevent-dev'})")
         return shlex.split(proc.stdout)
 
-    def build(self, name, flags=()):
-        """Compiles NAME.c once; returns the binary's path or raises Skip with the reason."""
+    def build(self, name, flags=(), source=None):
+        """Compiles SOURCE.c (default NAME.c) into NAME once; returns the binary's path or raises Skip
+        with the reason."""
         if name not in self._built:
             try:
-                self._built[name] = (self._compile(name, flags), None)
+                self._built[name] = (self._compile(name, flags, source or name), None)
             except Skip as exc:
                 self._built[name] = (None, str(exc))
         path, why = self._built[name]
@@ -138,13 +146,19 @@ class Toolchain:
             raise Skip(why)
         return paths
 
-    def _compile(self, name, flags):
+    def loadgen(self, kind):
+        """The load generator of a suite (``KINDS``): loadgen, or loadgen_tls for "tls". Raises Skip."""
+        if kind == "tls":
+            return self.build("loadgen_tls", ["-DLOADGEN_TLS", *self.pkg_config("openssl"), "-lm"], "loadgen")
+        return self.build("loadgen", ["-lm"])
+
+    def _compile(self, name, flags, source):
         if not self.cc:
             raise Skip("no C compiler on PATH (cc, or $CC; Debian/Ubuntu: apt-get install gcc)")
         if not self.src:
             raise Skip("the C sources (benchmarks/c) are not in this installation")
         out = os.path.join(self.bindir, name)
-        cmd = [self.cc, "-O2", "-Wall", "-o", out, os.path.join(self.src, name + ".c"), *flags]
+        cmd = [self.cc, "-O2", "-Wall", "-o", out, os.path.join(self.src, source + ".c"), *flags]
         try:
             status, _, err = procs.run_to_end(cmd, 120)
         except subprocess.TimeoutExpired:
@@ -171,6 +185,9 @@ def _python_server(name, loop=None):
             cmd += ["--upstream", "{upstream}"]
         if name.endswith("-proxy-tls"):
             cmd += ["--cafile", tc.certs()[0]]
+        elif name.endswith("-tls"):
+            cert, key = tc.certs()
+            cmd += ["--cert", cert, "--key", key]
         return cmd
 
     return command
@@ -202,6 +219,11 @@ for _loop in registry.LOOPS.values():
             register(f"{_loop.name}-{_style}", f"{_loop.label} {'Protocol' if _style == 'protocol' else 'streams'}",
                      _style, _python_server(f"{_loop.name}-{_style}", _loop.name))
 register("selectors", "pure-Python selectors loop", "protocol", _python_server("selectors"))
+
+# TLS echo: the protocol server with ssl=, under the TLS load generator.
+for _loop in registry.LOOPS.values():
+    if _loop.asyncio:
+        register(f"{_loop.name}-tls", f"{_loop.label} Protocol, TLS", "tls", _python_server(f"{_loop.name}-tls", _loop.name))
 
 # Proxies, in front of the C echo server (c-raw).
 register("c-forward", "C libevent forwarder, recv/send (ceiling)", "proxy", _c_server("forward_raw", "{port}", "{upstream}"))

@@ -2,6 +2,7 @@
 
     python -m levent.bench.servers LOOP-{protocol,streams} --port PORT     # LOOP: asyncio, uvloop, ...
     python -m levent.bench.servers selectors --port PORT
+    python -m levent.bench.servers LOOP-tls --port PORT --cert CERT --key KEY
     python -m levent.bench.servers LOOP-proxy --port PORT --upstream UPSTREAM_PORT
     python -m levent.bench.servers LOOP-proxy-tls --port PORT --upstream UPSTREAM_PORT --cafile CA
     python -m levent.bench.servers tls-echo --port PORT --cert CERT --key KEY
@@ -12,6 +13,7 @@ and exits with status 0 on SIGTERM or SIGINT. They are the shortest idiomatic ec
   protocol   data_received() hands the bytes straight to transport.write()
   streams    one coroutine per connection: reader.read() -> writer.write() -> await writer.drain(),
              as uvloop's own benchmark server does
+  tls        the protocol server with ssl= (an ssl.SSLContext with CERT and KEY): the loop's TLS layer
   selectors  a pure-Python loop: selectors.DefaultSelector, non-blocking recv()/send(), the unsent
              rest kept and written when the socket is writable again
   proxy      a TCP proxy to 127.0.0.1:UPSTREAM_PORT with the behaviour of levent's: Protocols moving
@@ -143,13 +145,18 @@ class ProxyClient(ProxySide):
         self.transport.resume_reading()
 
 
-async def serve_asyncio(style, port, upstream_port=None, cafile=None):
+async def serve_asyncio(style, port, upstream_port=None, cafile=None, cert=None, key=None):
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     if style == "protocol":
         server = await loop.create_server(EchoProtocol, "127.0.0.1", port, backlog=1024, reuse_address=True)
+    elif style == "tls":
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        server = await loop.create_server(EchoProtocol, "127.0.0.1", port, backlog=1024, reuse_address=True,
+                                          ssl=tls)
     elif style in ("proxy", "proxy-tls"):
         tls = ssl.create_default_context(cafile=cafile) if style == "proxy-tls" else None
         server = await loop.create_server(lambda: ProxyClient(upstream_port, tls), "127.0.0.1", port,
@@ -309,7 +316,7 @@ def serve_tls_echo(port, cert, key):
 
 
 SERVERS = ["selectors", "tls-echo"] + [f"{name}-{style}" for name, loop in registry.LOOPS.items() if loop.asyncio
-                           for style in ("protocol", "streams", "proxy", "proxy-tls")]
+                           for style in ("protocol", "streams", "tls", "proxy", "proxy-tls")]
 
 
 def main(argv=None):
@@ -318,11 +325,13 @@ def main(argv=None):
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", type=int, metavar="PORT", help="the proxy's upstream port on 127.0.0.1")
     ap.add_argument("--cafile", help="proxy-tls: the CA to verify the upstream with")
-    ap.add_argument("--cert", help="tls-echo: the certificate chain (PEM)")
-    ap.add_argument("--key", help="tls-echo: the private key (PEM)")
+    ap.add_argument("--cert", help="tls-echo, LOOP-tls: the certificate chain (PEM)")
+    ap.add_argument("--key", help="tls-echo, LOOP-tls: the private key (PEM)")
     args = ap.parse_args(argv)
     if "-proxy" in args.server and args.upstream is None:
         ap.error("a proxy needs --upstream PORT")
+    if args.server.endswith("-tls") and "-proxy" not in args.server and not (args.cert and args.key):
+        ap.error("a TLS echo server needs --cert and --key")
     if args.server == "selectors":
         serve_selectors(args.port)
         return 0
@@ -339,7 +348,7 @@ def main(argv=None):
     style = args.server[len(loop_name) + 1:]
     loop = registry.new_loop(loop_name)
     try:
-        loop.run_until_complete(serve_asyncio(style, args.port, args.upstream, args.cafile))
+        loop.run_until_complete(serve_asyncio(style, args.port, args.upstream, args.cafile, args.cert, args.key))
     finally:
         loop.close()
     return 0

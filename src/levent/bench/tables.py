@@ -58,30 +58,34 @@ def _running(contenders):
     return [(name, info) for name, info in contenders.items() if not info["skipped"]]
 
 
-def echo_tables(report):
-    """Per cell: every figure of every contender. Then two overviews across cells."""
-    contenders = report["echo"]["contenders"]
-    cells = report["echo"]["cells"]
+def echo_tables(report, section="echo"):
+    """Per cell: every figure of every contender. Then, for plain echo, two overviews across cells.
+    ``section``: "echo", or "tls" (the same over TLS: no C ceiling)."""
+    part = report.get(section) or {"contenders": {}, "cells": []}
+    contenders = part["contenders"]
+    cells = part["cells"]
     tables = []
     saturated = noisy = False
+    has_ceiling = section != "tls"     # no C TLS echo server to compare with
     for cell in cells:
-        t = Table(f"echo, {cell_title(cell['size'], cell['conns'])}",
-                  ["contender", "req/s", "min-max", "MiB/s", "p50", "p99", "CPU us/echo", "x asyncio", "x C", "other"])
+        t = Table(f"{'TLS echo' if section == 'tls' else 'echo'}, {cell_title(cell['size'], cell['conns'])}",
+                  ["contender", "req/s", "min-max", "MiB/s", "p50", "p99", "CPU us/echo", "x asyncio"]
+                  + ["x C"] * has_ceiling + ["other"])
         for name, info in _running(contenders):
             s = cell["summaries"].get(name)
             if s is None:
-                t.add(info["label"], f"FAILED: {cell['errors'].get(name, 'not run')}", *[""] * 8)
+                t.add(info["label"], f"FAILED: {cell['errors'].get(name, 'not run')}", *[""] * (len(t.headers) - 2))
                 continue
-            vs_asyncio, vs_c = echo_ratios(report, name, cell["summaries"])
+            vs_asyncio, vs_c = echo_ratios(report, name, cell["summaries"], section)
             mark = "*" if s["loadgen_util"] >= 0.95 else ""
             noise = "!" if s["other_util_max"] >= echo.OTHER_LOAD_WARN else ""
             saturated, noisy = saturated or bool(mark), noisy or bool(noise)
             spread = f"{fmt_rate(s['req_s_min'])}-{fmt_rate(s['req_s_max'])}" if s["runs"] > 1 else ""
             t.add(info["label"], fmt_rate(s["req_s"]) + mark, spread, f"{s['mib_s']:.1f}", fmt_us(s["p50_us"]),
-                  fmt_us(s["p99_us"]), f"{s['cpu_us_per_echo']:.2f}", fmt_ratio(vs_asyncio), fmt_ratio(vs_c),
-                  f"{s['other_util_max']:.0%}{noise}")
+                  fmt_us(s["p99_us"]), f"{s['cpu_us_per_echo']:.2f}", fmt_ratio(vs_asyncio),
+                  *[fmt_ratio(vs_c)] * has_ceiling, f"{s['other_util_max']:.0%}{noise}")
         tables.append(t)
-    if len(cells) > 1:
+    if len(cells) > 1 and section == "echo":
         # One row per cell, one column per contender: narrow enough for a terminal.
         running = _running(contenders)
         cpu = Table("overview: server CPU us per echo (lower is better)", ["cell"] + [n for n, _ in running])
@@ -95,6 +99,10 @@ def echo_tables(report):
     notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats. x asyncio: how many times"
              " less CPU than asyncio of the same style (Protocol or streams). x C: CPU relative to the C ceiling"
              " (1.00x = as cheap as C). req/s, MiB/s and latency are the client's view."]
+    if section == "tls":
+        notes = ["CPU us/echo: the server's own CPU time per echo (TLS included: decrypting and encrypting"
+                 " SIZE bytes), median of the repeats. x asyncio: how many times less CPU than asyncio's TLS."
+                 " The load generator is C with OpenSSL."]
     if saturated:
         notes.append("* the load generator's core was >= 95% busy: req/s is its limit there, not the server's;"
                      " CPU us/echo is unaffected.")
@@ -172,7 +180,8 @@ def loop_tables(report):
 
 
 def all_tables(report):
-    return echo_tables(report) + proxy_tables(report) + loop_tables(report) + sendfile_tables(report, Table)
+    return (echo_tables(report) + proxy_tables(report) + echo_tables(report, "tls") + loop_tables(report)
+            + sendfile_tables(report, Table))
 
 
 def render_text(tables):
