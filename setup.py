@@ -48,7 +48,13 @@ class BuildExtWithLibevent(build_ext):
     def build_extensions(self):
         pkg_config("--atleast-version=2.1")
         cflags = pkg_config("--cflags")
-        libs = pkg_config("--libs")
+        # libevent_openssl.pc and libevent_pthreads.pc pull in -levent, the all-in-one libevent, which
+        # holds a second copy of libevent_core's code and globals: linked with libevent_core (where the
+        # linker does not drop unused libraries), a process would run two libevents. core + extra +
+        # openssl + pthreads are the whole of it.
+        libs = [f for f in pkg_config("--libs") if f != "-levent"]
+        if sys.platform.startswith("linux"):
+            libs.append("-ldl")  # dladdr (python -m levent info) is in libdl before glibc 2.34
         for ext in self.extensions:
             ext.include_dirs += [f[2:] for f in cflags if f.startswith("-I")]
             ext.extra_compile_args += [f for f in cflags if not f.startswith("-I")]
