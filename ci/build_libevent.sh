@@ -102,7 +102,6 @@ main() {
     fi
     have_openssl3 || die "no OpenSSL 3 found by pkg-config after the build"
     build_libevent
-    [ "$(uname -s)" = Darwin ] || ldconfig "$PREFIX/lib" 2>/dev/null || true
 }
 
 main "$@"
