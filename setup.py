@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # libevent_openssl.pc does not pull in openssl, so it is named too.
 PKG_CONFIG_PACKAGES = ["libevent_core", "libevent_extra", "libevent_openssl", "libevent_pthreads", "openssl"]
 MISSING_HELP = """
-levent needs the libevent 2.1+ and OpenSSL development files, found with pkg-config ({why}).
+levent needs the libevent 2.1+ and OpenSSL 3 development files, found with pkg-config ({why}).
 Install them, then build again:
   Debian/Ubuntu:  sudo apt-get install libevent-dev libssl-dev pkg-config
   macOS:          brew install libevent openssl pkg-config
@@ -30,8 +30,11 @@ libevent_core.pc and openssl.pc, for example on macOS:
 MODULES = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "src", "levent", "*.pyx")))
 
 
+PKG_CONFIG = os.environ.get("PKG_CONFIG", "pkg-config")
+
+
 def pkg_config(*args):
-    cmd = [os.environ.get("PKG_CONFIG", "pkg-config"), *args, *PKG_CONFIG_PACKAGES]
+    cmd = [PKG_CONFIG, *args, *PKG_CONFIG_PACKAGES]
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     except FileNotFoundError:
@@ -47,6 +50,10 @@ class BuildExtWithLibevent(build_ext):
 
     def build_extensions(self):
         pkg_config("--atleast-version=2.1")
+        # levent's TLS uses OpenSSL 3 API; an older one (manylinux_2_28's 1.1.1) would fail to compile.
+        if subprocess.run([PKG_CONFIG, "--atleast-version=3.0", "openssl"]).returncode != 0:
+            found = subprocess.run([PKG_CONFIG, "--modversion", "openssl"], capture_output=True, text=True)
+            raise SystemExit(MISSING_HELP.format(why=f"levent needs OpenSSL 3.0+; pkg-config found {found.stdout.strip()}"))
         cflags = pkg_config("--cflags")
         # libevent_openssl.pc and libevent_pthreads.pc pull in -levent, the all-in-one libevent, which
         # holds a second copy of libevent_core's code and globals: linked with libevent_core (where the

@@ -106,7 +106,12 @@ for so in "$WORK"/unpacked/levent/*.so; do
     done
 done
 [ "$bad" -eq 0 ] || die "an extension's RPATH points outside the wheel (expected \$ORIGIN/../levent.libs only)"
-ls "$WORK"/unpacked/levent-*.dist-info/licenses/LICENSES/libevent-LICENSE >/dev/null || die "the wheel lacks libevent's license"
+for license in LICENSE LICENSES/libevent-LICENSE LICENSES/openssl-LICENSE.txt; do
+    # setuptools>=77 puts license files under .dist-info/licenses/, older ones in .dist-info/.
+    found="$(cd "$WORK/unpacked" && find levent-*.dist-info -path "*/$license" | head -1)"
+    [ -n "$found" ] || die "the wheel lacks $license"
+    echo "  license file: $found"
+done
 
 # -- 4. install, hide the system libevent, check and test -------------------------------------------
 VENV="$WORK/venv-test"
