@@ -133,7 +133,9 @@ import importlib, os, pkgutil, subprocess, sys
 import levent
 from levent import _core, _tls
 
-names = ["levent"] + [m.name for m in pkgutil.walk_packages(levent.__path__, "levent.")]
+# Every module but the __main__ ones, which run their command (levent.bench's runs the benchmark).
+names = ["levent"] + [m.name for m in pkgutil.walk_packages(levent.__path__, "levent.")
+                      if not m.name.endswith(".__main__")]
 for name in names:
     importlib.import_module(name)
 package = os.path.dirname(os.path.realpath(levent.__file__))
