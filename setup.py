@@ -31,6 +31,11 @@ MODULES = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.
 
 
 PKG_CONFIG = os.environ.get("PKG_CONFIG", "pkg-config")
+# A source build against libevent in a folder the loader does not search (pkg-config's -L) records that
+# folder as the modules' RPATH, so that they load without LD_LIBRARY_PATH. Wheel builds set
+# LEVENT_RPATH=0: auditwheel rewrites the RPATH only of the modules that link a library it grafts, and
+# the others would keep the build machine's folder (/usr/local/lib in cibuildwheel's images).
+RPATH = os.environ.get("LEVENT_RPATH", "1") != "0" and sys.platform != "darwin"
 
 
 def pkg_config(*args):
@@ -68,7 +73,8 @@ class BuildExtWithLibevent(build_ext):
             ext.library_dirs += [f[2:] for f in libs if f.startswith("-L")]
             ext.libraries += [f[2:] for f in libs if f.startswith("-l")]
             ext.extra_link_args += [f for f in libs if not f.startswith(("-L", "-l"))]
-            ext.runtime_library_dirs += [f[2:] for f in libs if f.startswith("-L") and sys.platform != "darwin"]
+            if RPATH:
+                ext.runtime_library_dirs += [f[2:] for f in libs if f.startswith("-L")]
         super().build_extensions()
 
 

@@ -5,7 +5,8 @@
 #   1. builds the sdist, and a wheel from it (pip wheel <sdist>): the sdist is complete;
 #   2. builds the wheel from the tree (pip wheel .), in a fresh venv;
 #   3. auditwheel repair: libevent and OpenSSL are grafted into levent.libs/; every extension's
-#      RPATH must point there only (setup.py's pkg-config -L paths and Python's own must be gone);
+#      RPATH must point there only (built with LEVENT_RPATH=0 as cibuildwheel does: no pkg-config -L
+#      folder); an rpath the interpreter's own LDSHARED adds (pyenv) is reported;
 #   4. installs the repaired wheel (with its test extra) into a fresh venv and, in a private mount
 #      namespace where the system's libevent files are replaced by empty files, imports every levent
 #      module, reads /proc/self/maps and fails unless libevent and levent's OpenSSL were loaded from
@@ -28,6 +29,11 @@ source "$ROOT/ci/common.sh"
 [ "$(id -u)" -eq 0 ] || die "ci/wheel.sh needs root: it hides the system libevent in a private mount namespace (unshare --mount)"
 command -v unshare >/dev/null 2>&1 || die "unshare (util-linux) not found"
 ensure_build_deps
+
+# As cibuildwheel's config does: no build-machine RPATH in the wheel (see setup.py); auditwheel finds
+# the libraries through pkg-config's -L folders instead.
+export LEVENT_RPATH=0
+LIB_DIRS="$(pkg-config --libs-only-L "${PKG_CONFIG_MODULES[@]}" | tr ' ' '\n' | sed -n 's/^-L//p' | paste -sd: -)"
 
 rm -rf "$WORK"
 mkdir -p "$WORK/sdist" "$WORK/from-sdist" "$WORK/from-tree" "$WORK/wheelhouse"
@@ -76,15 +82,16 @@ EOF
 
 # -- 3. auditwheel repair ---------------------------------------------------------------------------
 log "auditwheel show / repair $(basename "$WHEEL")"
-auditwheel show "$WHEEL"
-auditwheel repair -w "$WORK/wheelhouse" "$WHEEL" >"$WORK/repair.log" 2>&1 || { cat "$WORK/repair.log"; die "auditwheel repair failed"; }
+LD_LIBRARY_PATH="$LIB_DIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" auditwheel show "$WHEEL"
+LD_LIBRARY_PATH="$LIB_DIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" auditwheel repair -w "$WORK/wheelhouse" "$WHEEL" >"$WORK/repair.log" 2>&1 || { cat "$WORK/repair.log"; die "auditwheel repair failed"; }
 REPAIRED="$(ls "$WORK"/wheelhouse/levent-*.whl)"
 log "repaired: $(basename "$REPAIRED")"
 mkdir -p "$WORK/unpacked"
 "$TOOLS/bin/python" -m zipfile -e "$REPAIRED" "$WORK/unpacked"
 ls -1 "$WORK/unpacked/levent.libs"
 # auditwheel rewrites the RPATH of the modules that link a grafted library and drops paths outside
-# the wheel (setup.py's pkg-config -L folders). It leaves alone the modules that link none: they keep
+# the wheel. It leaves alone the modules that link none (_loop, _sockaddr): they keep what the build
+# gave them, so setup.py must add no pkg-config -L folder (LEVENT_RPATH=0 above) and may only carry
 # what the interpreter's own LDSHARED adds (pyenv's -Wl,-rpath,<prefix>/lib; cibuildwheel's Pythons
 # add none), which is reported, not levent's to fix. Any other entry fails the check.
 mapfile -t PY_RPATHS < <("$TOOLS/bin/python" -c '
