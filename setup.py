@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # libevent_openssl.pc does not pull in openssl, so it is named too.
 PKG_CONFIG_PACKAGES = ["libevent_core", "libevent_extra", "libevent_openssl", "libevent_pthreads", "openssl"]
 MISSING_HELP = """
-levent needs the libevent 2.1+ and OpenSSL development files, found with pkg-config ({why}).
+levent needs the libevent 2.1+ and OpenSSL 3 development files, found with pkg-config ({why}).
 Install them, then build again:
   Debian/Ubuntu:  sudo apt-get install libevent-dev libssl-dev pkg-config
   macOS:          brew install libevent openssl pkg-config
@@ -30,8 +30,16 @@ libevent_core.pc and openssl.pc, for example on macOS:
 MODULES = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ROOT, "src", "levent", "*.pyx")))
 
 
+PKG_CONFIG = os.environ.get("PKG_CONFIG", "pkg-config")
+# A source build against libevent in a folder the loader does not search (pkg-config's -L) records that
+# folder as the modules' RPATH, so that they load without LD_LIBRARY_PATH. Wheel builds set
+# LEVENT_RPATH=0: auditwheel rewrites the RPATH only of the modules that link a library it grafts, and
+# the others would keep the build machine's folder (/usr/local/lib in cibuildwheel's images).
+RPATH = os.environ.get("LEVENT_RPATH", "1") != "0" and sys.platform != "darwin"
+
+
 def pkg_config(*args):
-    cmd = [os.environ.get("PKG_CONFIG", "pkg-config"), *args, *PKG_CONFIG_PACKAGES]
+    cmd = [PKG_CONFIG, *args, *PKG_CONFIG_PACKAGES]
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     except FileNotFoundError:
@@ -47,15 +55,26 @@ class BuildExtWithLibevent(build_ext):
 
     def build_extensions(self):
         pkg_config("--atleast-version=2.1")
+        # levent's TLS uses OpenSSL 3 API; an older one (manylinux_2_28's 1.1.1) would fail to compile.
+        if subprocess.run([PKG_CONFIG, "--atleast-version=3.0", "openssl"]).returncode != 0:
+            found = subprocess.run([PKG_CONFIG, "--modversion", "openssl"], capture_output=True, text=True)
+            raise SystemExit(MISSING_HELP.format(why=f"levent needs OpenSSL 3.0+; pkg-config found {found.stdout.strip()}"))
         cflags = pkg_config("--cflags")
-        libs = pkg_config("--libs")
+        # libevent_openssl.pc and libevent_pthreads.pc pull in -levent, the all-in-one libevent, which
+        # holds a second copy of libevent_core's code and globals: linked with libevent_core (where the
+        # linker does not drop unused libraries), a process would run two libevents. core + extra +
+        # openssl + pthreads are the whole of it.
+        libs = [f for f in pkg_config("--libs") if f != "-levent"]
+        if sys.platform.startswith("linux"):
+            libs.append("-ldl")  # dladdr (python -m levent info) is in libdl before glibc 2.34
         for ext in self.extensions:
             ext.include_dirs += [f[2:] for f in cflags if f.startswith("-I")]
             ext.extra_compile_args += [f for f in cflags if not f.startswith("-I")]
             ext.library_dirs += [f[2:] for f in libs if f.startswith("-L")]
             ext.libraries += [f[2:] for f in libs if f.startswith("-l")]
             ext.extra_link_args += [f for f in libs if not f.startswith(("-L", "-l"))]
-            ext.runtime_library_dirs += [f[2:] for f in libs if f.startswith("-L") and sys.platform != "darwin"]
+            if RPATH:
+                ext.runtime_library_dirs += [f[2:] for f in libs if f.startswith("-L")]
         super().build_extensions()
 
 

@@ -189,3 +189,8 @@ cdef extern from "openssl/err.h" nogil:
     int SSL_R_UNEXPECTED_EOF_WHILE_READING
     int SSL_R_CERTIFICATE_VERIFY_FAILED
     int PEM_R_NO_START_LINE
+
+cdef extern from "openssl/crypto.h" nogil:
+    enum:
+        OPENSSL_VERSION
+    const char *OpenSSL_version(int t)

@@ -33,6 +33,16 @@ def loadgen(toolchain):
         pytest.skip(f"the load generator cannot be built here: {exc}")
 
 
+@pytest.fixture(scope="module")
+def c_echo_server(toolchain):
+    """The C libevent echo server (c-raw, and the proxy suite's upstream), built against the system
+    libevent: absent without libevent-dev, or where ci/wheel.sh hides it to test a wheel."""
+    try:
+        return toolchain.build("echo_raw", toolchain.pkg_config("libevent_core"))
+    except echo.Skip as exc:
+        pytest.skip(f"the C libevent echo server cannot be built here: {exc}")
+
+
 @pytest.fixture(autouse=True)
 def no_process_left():
     yield
@@ -226,7 +236,8 @@ def pid_alive(pid):
         return False
 
 
-def test_a_run_reports_a_failed_contender_and_leaves_no_process(broken_contender, loadgen, tmp_path, capsys):
+def test_a_run_reports_a_failed_contender_and_leaves_no_process(broken_contender, loadgen, c_echo_server, tmp_path,
+                                                               capsys):
     out_json = tmp_path / "r.json"
     args = cli.build_parser().parse_args([
         "--only", f"{broken_contender},c-raw,levent", "--sizes", "64", "--conns", "2", "--duration", "0.3",
@@ -376,7 +387,7 @@ def test_every_asyncio_loop_has_protocol_and_streams_servers():
         assert ({f"{name}-protocol", f"{name}-streams"} <= names) == loop.asyncio
 
 
-def test_proxy_suite_runs_each_proxy_in_front_of_an_echo_server(tmp_path, capsys, certs):
+def test_proxy_suite_runs_each_proxy_in_front_of_an_echo_server(c_echo_server, tmp_path, capsys, certs):
     # certs: only for its skip when the openssl command is missing; the harness makes its own.
     out_json = tmp_path / "r.json"
     args = cli.build_parser().parse_args([

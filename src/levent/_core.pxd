@@ -178,6 +178,7 @@ cdef int _to_timeval(object seconds, timeval *tv) except -1
 # detaches a socket it now owns, or returns the object to keep alive while it only watches the fd.
 cdef int _fd_to_hand_over(object sock, bint take) except -1
 cdef object _hand_over(object sock, bint take)
+cdef object _library_path(const void *address)
 
 
 # levent._buffer registers a function to run (with the GIL) each time loop() returns: it releases the

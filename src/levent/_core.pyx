@@ -58,6 +58,13 @@ cdef extern from "sys/select.h":
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident() nogil
 
+# dladdr: which shared library a function came from, for `python -m levent info` (Python.h has
+# defined _GNU_SOURCE, which glibc wants for Dl_info).
+cdef extern from "dlfcn.h" nogil:
+    ctypedef struct Dl_info:
+        const char *dli_fname
+    int dladdr(const void *addr, Dl_info *info)
+
 # libevent's log messages: kept per thread so that a failing call can put the message in its
 # exception; outside such a call, warnings and errors go to stderr as libevent itself would print them.
 # The callback must not take the GIL: libevent may log while holding its base lock.
@@ -189,6 +196,20 @@ cdef int set_after_loop_hook(after_loop_hook hook) except -1:
 def libevent_version():
     """Return the loaded libevent's version as ``LibeventVersion(string, number)``."""
     return LibeventVersion(event_get_version().decode(), event_get_version_number())
+
+
+cdef object _library_path(const void *address):
+    """The real path of the shared library that holds ``address`` (a C function), or None if dladdr
+    cannot tell (a static build)."""
+    cdef Dl_info info
+    if dladdr(address, &info) == 0 or info.dli_fname == NULL or info.dli_fname[0] == 0:
+        return None
+    return os.path.realpath(os.fsdecode(info.dli_fname))
+
+
+def _libevent_path():
+    """The file of the libevent library levent's calls resolve to (for ``python -m levent info``)."""
+    return _library_path(<const void *>event_get_version)
 
 
 def supported_methods():

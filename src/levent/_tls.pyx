@@ -46,7 +46,7 @@ from libevent_pxd.bufferevent cimport (
     BEV_EVENT_EOF, BEV_EVENT_ERROR, BEV_TRIG_IGNORE_WATERMARKS, BEV_TRIG_DEFER_CALLBACKS,
 )
 from libevent_pxd.bufferevent_ssl cimport *
-from levent._core cimport EventBase, _fd_to_hand_over, _fileno, _hand_over, _to_timeval
+from levent._core cimport EventBase, _fd_to_hand_over, _fileno, _hand_over, _library_path, _to_timeval
 from levent._bufferevent cimport BufferEvent, _checked_options, _finish_filter_close
 
 import ipaddress as _ipaddress
@@ -56,6 +56,13 @@ import ssl as _ssl
 # Seconds a closed TLS socket waits for the peer to close after close_notify (see _linger).
 _LINGER = 5.0
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _openssl_version():
+    """The OpenSSL levent's TLS runs on, for ``python -m levent info``: (its OpenSSL_version() string,
+    the file of its libssl, the file of its libcrypto). Not necessarily the ssl module's OpenSSL."""
+    return (OpenSSL_version(OPENSSL_VERSION).decode(), _library_path(<const void *>SSL_CTX_new),
+            _library_path(<const void *>OpenSSL_version))
 
 
 class TLSError(OSError):
