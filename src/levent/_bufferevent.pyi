@@ -1,13 +1,16 @@
 """Type stubs for levent._bufferevent: BufferEvent over libevent's bufferevent."""
 from typing import Any, Callable, Optional, Tuple, TypeVar, Union
 
+from typing_extensions import disjoint_base
+
 from levent._buffer import Buffer
-from levent._core import EventBase, _HasFileno
+from levent._core import EventBase, Handle, _HasFileno
 
 _BE = TypeVar("_BE", bound="BufferEvent")
 _Filter = Callable[[Buffer, Buffer, int, int], Optional[int]]
 
-class BufferEvent:
+@disjoint_base
+class BufferEvent(Handle):
     READING: int
     WRITING: int
     EOF: int
@@ -84,7 +87,8 @@ class BufferEvent:
     def __enter__(self: _BE) -> _BE: ...
     def __exit__(self, *exc_info: object) -> None: ...
 
-class RateLimitGroup:
+@disjoint_base
+class RateLimitGroup(Handle):
     def __init__(
         self,
         base: EventBase,
