@@ -16,7 +16,8 @@ class TLSError(OSError):
 
 @disjoint_base
 class TLSContext:
-    server_side: bool
+    @property
+    def server_side(self) -> bool: ...
     verify_mode: ssl.VerifyMode
     check_hostname: bool
     minimum_version: ssl.TLSVersion
@@ -30,7 +31,7 @@ class TLSContext:
 
 @disjoint_base
 class TLSBufferEvent(BufferEvent):
-    def __init__(  # type: ignore[override]
+    def __init__(
         self,
         base: EventBase,
         ctx: TLSContext,
