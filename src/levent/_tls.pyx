@@ -438,15 +438,15 @@ cdef class TLSBufferEvent(BufferEvent):
     ``TLSBufferEvent(base, ctx, sock=None, *, server_side=False, server_hostname=None,
     options=CLOSE_ON_FREE, allow_dirty_shutdown=False, on_read=None, on_write=None, on_event=None)``
     runs TLS on a socket: an accepted one (``server_side=True``), a connected one, or None to
-    :meth:`connect` later. :meth:`wrap` runs TLS as a filter over another BufferEvent.
+    :meth:`~BufferEvent.connect` later. :meth:`wrap` runs TLS as a filter over another BufferEvent.
 
     CONNECTED is reported when the handshake is done. A handshake or protocol failure arrives as
     ERROR with a :class:`TLSError` carrying OpenSSL's reason (``certificate verify failed
     (Hostname mismatch)``, ...). EOF alone means the peer closed cleanly (close_notify). A
     truncation (the connection ended without close_notify) arrives as EOF|ERROR with a TLSError
     whose ``truncated`` is True, or as EOF alone with ``allow_dirty_shutdown=True``;
-    ``tls_truncated`` tells it afterwards. :meth:`close` sends close_notify once the output has
-    drained; :meth:`abort` does not.
+    ``tls_truncated`` tells it afterwards. :meth:`~BufferEvent.close` sends close_notify once the
+    output has drained; :meth:`~BufferEvent.abort` does not.
     """
 
     cdef SSL *_ssl

@@ -63,10 +63,17 @@ def buffers() -> Tuple[Optional[bytes], int]:
     found = buf.search(b"two")
     with memoryview(buf) as view:
         assert bytes(view) == b"line two\n"
+    space: levent.Reservation
     with buf.reserve(16) as space:
         memoryview(space)[:3] = b"abc"
         space.commit(3)
     assert buf.read() == b"line two\nabc"
+    sizes: List[int] = []
+    watcher: levent.BufferCallback = buf.add_callback(lambda b, added, deleted, orig_size: sizes.append(added))
+    buf.add(b"xyz")
+    watcher.remove()
+    buf.add(b"more")
+    assert sizes == [3], sizes
     return first, found
 
 
