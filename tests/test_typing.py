@@ -80,7 +80,12 @@ def test_stubtest(tmp_path):
     allowlists = [os.path.join(TYPING, "stubtest-allowlist.txt")]
     if sys.version_info < (3, 12):
         allowlists.append(os.path.join(TYPING, "stubtest-allowlist-before-3.12.txt"))
-    cmd = [sys.executable, "-m", "mypy.stubtest", "levent"]
+    import mypy.version
+
+    if int(mypy.version.__version__.split(".")[0]) < 2 and sys.version_info < (3, 11):
+        allowlists.append(os.path.join(TYPING, "stubtest-allowlist-mypy1.txt"))
+    cmd = [sys.executable, "-m", "mypy.stubtest", "levent",
+           "--mypy-config-file", os.path.join(TYPING, "stubtest-mypy.ini")]
     for path in allowlists:
         cmd += ["--allowlist", path]
     rc, out = _run(cmd, env, tmp_path)
