@@ -2,6 +2,7 @@
 import enum
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Protocol, Sequence, TypeVar, Union
 
+from typing_extensions import Buffer as _BytesLike  # PEP 688; collections.abc.Buffer on 3.12+
 from typing_extensions import disjoint_base
 
 class _HasFileno(Protocol):
@@ -33,8 +34,8 @@ class LibeventVersion(NamedTuple):
 
 def libevent_version() -> LibeventVersion: ...
 def supported_methods() -> list[str]: ...
-def recv_into(fd: int, buffer: Any, nbytes: int = -1) -> int: ...
-def send(fd: int, data: Any, offset: int = 0, nbytes: int = -1) -> int: ...
+def recv_into(fd: int, buffer: _BytesLike, nbytes: int = -1) -> int: ...  # a writable one
+def send(fd: int, data: _BytesLike, offset: int = 0, nbytes: int = -1) -> int: ...
 
 @disjoint_base
 class Handle:
