@@ -57,7 +57,7 @@ class Proxy:
         listen: _Address = ("127.0.0.1", 0),
         upstream: Optional[_Address] = None,
         *,
-        high_water: int = ...,
+        high_water: int = 524288,  # DEFAULT_HIGH_WATER
         low_water: Optional[int] = None,
         idle_timeout: Optional[float] = None,
         connect_timeout: Optional[float] = 10.0,
