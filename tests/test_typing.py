@@ -114,11 +114,18 @@ def _public_objects():
             qualname = f"{module_name}.{name}"
             yield qualname, obj
             if inspect.isclass(obj):
-                for attr, value in vars(obj).items():
+                # levent's own bases too (EventLoop's LoopCore and socket mixin), not asyncio's or object's.
+                own = {}
+                for cls in reversed(obj.__mro__):
+                    if cls.__module__.startswith("levent"):
+                        own.update(vars(cls))
+                for attr, value in own.items():
                     if attr.startswith("_") and attr != "__init__":
                         continue
                     if attr == "__init__" and not inspect.isfunction(value):
                         continue        # a C slot: the class docstring documents the construction
+                    if not getattr(value, "__module__", "levent").startswith("levent"):
+                        continue        # asyncio's own methods, reused (create_unix_server...)
                     if isinstance(value, (int, str, float, tuple)) or value is None:
                         continue        # class constants (BufferEvent.READING...) and dataclass fields
                     if attr == "__init__":
