@@ -36,6 +36,8 @@ from levent._buffer import (
     EOL_LF,
     EOL_NUL,
     Buffer,
+    BufferCallback,
+    Reservation,
 )
 from levent._bufferevent import BufferEvent, RateLimitGroup
 from levent._listener import Listener
@@ -65,6 +67,7 @@ __all__ = [
     "TIMEOUT",
     "WRITE",
     "Buffer",
+    "BufferCallback",
     "Call",
     "Event",
     "EventBase",
@@ -72,6 +75,7 @@ __all__ = [
     "EventLoopPolicy",
     "Feature",
     "LibeventVersion",
+    "Reservation",
     "Signal",
     "Timer",
     "install",

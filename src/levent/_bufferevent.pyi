@@ -1,13 +1,17 @@
 """Type stubs for levent._bufferevent: BufferEvent over libevent's bufferevent."""
 from typing import Any, Callable, Optional, Tuple, TypeVar, Union
 
+from typing_extensions import Buffer as _BytesLike  # PEP 688; collections.abc.Buffer on 3.12+
+from typing_extensions import disjoint_base
+
 from levent._buffer import Buffer
-from levent._core import EventBase, _HasFileno
+from levent._core import EventBase, Handle, _HasFileno
 
 _BE = TypeVar("_BE", bound="BufferEvent")
 _Filter = Callable[[Buffer, Buffer, int, int], Optional[int]]
 
-class BufferEvent:
+@disjoint_base
+class BufferEvent(Handle):
     READING: int
     WRITING: int
     EOF: int
@@ -42,7 +46,7 @@ class BufferEvent:
     def disable(self, events: int) -> None: ...
     @property
     def enabled(self) -> int: ...
-    def write(self, data: Any) -> None: ...
+    def write(self, data: _BytesLike) -> None: ...
     def write_buffer(self, buf: Buffer) -> None: ...
     def read(self, n: int = -1) -> bytes: ...
     @property
@@ -84,7 +88,8 @@ class BufferEvent:
     def __enter__(self: _BE) -> _BE: ...
     def __exit__(self, *exc_info: object) -> None: ...
 
-class RateLimitGroup:
+@disjoint_base
+class RateLimitGroup(Handle):
     def __init__(
         self,
         base: EventBase,

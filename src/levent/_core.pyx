@@ -1763,7 +1763,7 @@ cdef int _check_signum(int signum) except -1:
 
 cdef class Timer(Event):
     """A timeout-only event (libevent's evtimer): ``callback(*args)`` runs ``timeout`` seconds after
-    :meth:`add`. With ``persist=True`` it repeats every ``timeout`` until deleted."""
+    :meth:`~Event.add`. With ``persist=True`` it repeats every ``timeout`` until deleted."""
 
     def __init__(self, EventBase base not None, callback, *args, bint persist=False):
         if not callable(callback):

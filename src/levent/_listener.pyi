@@ -1,11 +1,14 @@
 """Type stubs for levent._listener: Listener over libevent's evconnlistener."""
 from typing import Any, Callable, Optional, Tuple, TypeVar, Union
 
-from levent._core import EventBase, _HasFileno
+from typing_extensions import disjoint_base
+
+from levent._core import EventBase, Handle, _HasFileno
 
 _L = TypeVar("_L", bound="Listener")
 
-class Listener:
+@disjoint_base
+class Listener(Handle):
     REUSEABLE: int
     REUSEABLE_PORT: int
     CLOSE_ON_FREE: int

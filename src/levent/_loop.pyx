@@ -175,7 +175,7 @@ cdef class LoopCore:
     as C fields so that every call_soon reads them without a dict lookup.
     """
 
-    cdef readonly EventBase base
+    cdef EventBase _base
     cdef public bint _closed
     cdef public bint _debug
     cdef public bint _stopping
@@ -184,8 +184,8 @@ cdef class LoopCore:
     cdef dict _writers
 
     def __cinit__(self, *args, **kwargs):
-        self.base = EventBase()
-        self.base._soon_batches = SOON_BATCHES
+        self._base = EventBase()
+        self._base._soon_batches = SOON_BATCHES
         self._readers = {}
         self._writers = {}
 
@@ -193,6 +193,11 @@ cdef class LoopCore:
 
     # BaseEventLoop's versions of these two are Python functions, and a streams read calls both: the
     # reader's create_future(), and get_debug() from the C Future's constructor.
+    @property
+    def base(self):
+        """The loop's :class:`~levent.EventBase`: raw levent objects made on it run on this loop."""
+        return self._base
+
     def create_future(self):
         """Create a Future attached to the loop."""
         return futures.Future(loop=self)
@@ -242,7 +247,7 @@ cdef class LoopCore:
         return handle
 
     cdef inline int _push_soon(self, Handle handle) except -1:
-        cdef EventBase base = self.base
+        cdef EventBase base = self._base
         base._soon.append(handle)
         if not base._soon_armed:
             base._arm_soon(False)
@@ -284,14 +289,14 @@ cdef class LoopCore:
             return handle       # never due: it stays off the heap (cancel() works all the same)
         if when == -INFINITY:
             handle._when = 0.0  # long past: due at once, and a finite deadline for the timerfd
-        handle._base = self.base
-        self.base._push_call(handle)
+        handle._base = self._base
+        self._base._push_call(handle)
         return handle
 
     def _run_one_iteration(self):
         # stop() before run_forever(): one iteration that polls without waiting and runs one batch of
         # callbacks, as asyncio's, so what they schedule waits for the next run.
-        cdef EventBase base = self.base
+        cdef EventBase base = self._base
         cdef int batches = base._soon_batches
         base._soon_batches = 1
         try:
@@ -320,7 +325,7 @@ cdef class LoopCore:
             ev._args = (handle,)
             return handle
         ev = Event.__new__(Event)
-        ev._setup(self.base, fdnum, kind | EV_PERSIST, Handle._run_watcher, (handle,), STYLE_ARGS)
+        ev._setup(self._base, fdnum, kind | EV_PERSIST, Handle._run_watcher, (handle,), STYLE_ARGS)
         if not isinstance(fd, int):
             ev._fileobj = fd        # keep the file object open while it is watched
         ev.add()
@@ -371,4 +376,4 @@ cdef class LoopCore:
     def _close_core(self):
         """Free the base and everything on it (the loop's close())."""
         self._close_watchers()
-        self.base.close()
+        self._base.close()

@@ -43,7 +43,7 @@ def _check_socket(loop, sock):
 try:
     from ssl import SSLSocket as _SSLSocket
 except ImportError:     # Python built without ssl
-    class _SSLSocket:
+    class _SSLSocket:  # type: ignore[no-redef]  # a stand-in no socket is an instance of
         pass
 
 

@@ -1,9 +1,10 @@
 """Type stubs for levent._tls: TLSContext, TLSBufferEvent over libevent's bufferevent_openssl, and
 TLSSession (TLS over memory, for sockets the caller reads and writes)."""
 import ssl
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union, final
 
 from typing_extensions import Buffer as _BytesLike  # PEP 688; collections.abc.Buffer on 3.12+
+from typing_extensions import Self, disjoint_base
 
 from levent._bufferevent import BufferEvent
 from levent._core import EventBase, _HasFileno
@@ -11,22 +12,26 @@ from levent._core import EventBase, _HasFileno
 class TLSError(OSError):
     errors: tuple[str, ...]
     truncated: bool
-    def __init__(self, message: str, errors: Iterable[str] = ..., truncated: bool = ...) -> None: ...
+    def __init__(self, message: str, errors: Iterable[str] = (), truncated: bool = False) -> None: ...
 
+@disjoint_base
 class TLSContext:
-    server_side: bool
+    @property
+    def server_side(self) -> bool: ...
     verify_mode: ssl.VerifyMode
     check_hostname: bool
     minimum_version: ssl.TLSVersion
     maximum_version: ssl.TLSVersion
-    def __init__(self, server_side: bool = False) -> None: ...
+    # The arguments go to the C constructor (__cinit__): the runtime class has no __init__ of its own.
+    def __new__(cls, server_side: bool = False) -> Self: ...
     def load_verify_locations(self, cafile: Any = None, capath: Any = None, cadata: Union[None, str, bytes] = None) -> None: ...
     def load_cert_chain(self, certfile: Any, keyfile: Any = None, password: Any = None) -> None: ...
     def set_ciphers(self, ciphers: str) -> None: ...
     def set_alpn_protocols(self, protocols: Sequence[Union[str, bytes]]) -> None: ...
 
+@disjoint_base
 class TLSBufferEvent(BufferEvent):
-    def __init__(  # type: ignore[override]
+    def __init__(
         self,
         base: EventBase,
         ctx: TLSContext,
@@ -71,12 +76,13 @@ class TLSBufferEvent(BufferEvent):
 
 DEFAULT_RECV: int
 
+@final
 class TLSSession:
-    def __init__(self, ctx: TLSContext, *, server_side: bool = False, server_hostname: Optional[str] = None) -> None: ...
+    def __new__(cls, ctx: TLSContext, *, server_side: bool = False, server_hostname: Optional[str] = None) -> Self: ...
     def do_handshake(self) -> bool: ...
     @property
     def handshake_done(self) -> bool: ...
-    def recv_from(self, fd: Union[int, _HasFileno], nbytes: int = ...) -> int: ...
+    def recv_from(self, fd: Union[int, _HasFileno], nbytes: int = 262144) -> int: ...  # DEFAULT_RECV
     def feed(self, data: _BytesLike) -> int: ...
     def feed_eof(self) -> None: ...
     def read_into(self, buffer: _BytesLike, nbytes: int = -1) -> Optional[int]: ...

@@ -166,7 +166,7 @@ cdef class TLSContext:
     """
 
     cdef SSL_CTX *_ctx
-    cdef readonly bint server_side
+    cdef bint _server_side
     cdef bint _check_hostname
     cdef bint _has_cert
     cdef bytes _alpn        # the server's ALPN protocols, in wire format
@@ -175,7 +175,7 @@ cdef class TLSContext:
         self._ctx = SSL_CTX_new(TLS_server_method() if server_side else TLS_client_method())
         if self._ctx == NULL:
             raise _queued_error("cannot create an SSL_CTX")
-        self.server_side = server_side
+        self._server_side = server_side
         SSL_CTX_set_options(self._ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION)
         # libevent may retry an SSL_write from an evbuffer whose memory moved.
         SSL_CTX_set_mode(self._ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
@@ -226,6 +226,11 @@ cdef class TLSContext:
         if value and self.verify_mode == _ssl.CERT_NONE:
             self.verify_mode = _ssl.CERT_REQUIRED
         self._check_hostname = value
+
+    @property
+    def server_side(self):
+        """True for a server context (``TLSContext(server_side=True)``), False for a client one."""
+        return self._server_side
 
     def load_verify_locations(self, cafile=None, capath=None, cadata=None):
         """Trust the CA certificates in ``cafile`` (PEM), the directory ``capath`` (hashed names, as
@@ -335,7 +340,7 @@ cdef class TLSContext:
             wire.append(len(b))
             wire += b
         cdef bytes data = bytes(wire)
-        if self.server_side:
+        if self._server_side:
             self._alpn = data
             SSL_CTX_set_alpn_select_cb(self._ctx, _alpn_select, <void *>self)
         elif SSL_CTX_set_alpn_protos(self._ctx, data, len(data)) != 0:    # 0 is success here
@@ -362,7 +367,7 @@ cdef class TLSContext:
             raise ValueError(f"unsupported maximum version {value!r}")
 
     def __repr__(self):
-        side = "server" if self.server_side else "client"
+        side = "server" if self._server_side else "client"
         return f"<TLSContext {side} verify_mode={self.verify_mode.name} check_hostname={self._check_hostname}>"
 
 
@@ -383,7 +388,7 @@ cdef SSL *_new_ssl(ctx, bint server_side, server_hostname) except NULL:
         raise TypeError(f"ctx must be a levent.TLSContext, not {type(ctx).__name__} "
                         "(an ssl.SSLContext cannot be used: make a levent.TLSContext)")
     cdef TLSContext context = <TLSContext>ctx
-    if server_side != context.server_side:
+    if server_side != context._server_side:
         raise ValueError("server_side=True needs a TLSContext(server_side=True)" if server_side else
                          "a TLSContext(server_side=True) is for server_side=True connections")
     if server_side:
@@ -440,15 +445,15 @@ cdef class TLSBufferEvent(BufferEvent):
     ``TLSBufferEvent(base, ctx, sock=None, *, server_side=False, server_hostname=None,
     options=CLOSE_ON_FREE, allow_dirty_shutdown=False, on_read=None, on_write=None, on_event=None)``
     runs TLS on a socket: an accepted one (``server_side=True``), a connected one, or None to
-    :meth:`connect` later. :meth:`wrap` runs TLS as a filter over another BufferEvent.
+    :meth:`~BufferEvent.connect` later. :meth:`wrap` runs TLS as a filter over another BufferEvent.
 
     CONNECTED is reported when the handshake is done. A handshake or protocol failure arrives as
     ERROR with a :class:`TLSError` carrying OpenSSL's reason (``certificate verify failed
     (Hostname mismatch)``, ...). EOF alone means the peer closed cleanly (close_notify). A
     truncation (the connection ended without close_notify) arrives as EOF|ERROR with a TLSError
     whose ``truncated`` is True, or as EOF alone with ``allow_dirty_shutdown=True``;
-    ``tls_truncated`` tells it afterwards. :meth:`close` sends close_notify once the output has
-    drained; :meth:`abort` does not.
+    ``tls_truncated`` tells it afterwards. :meth:`~BufferEvent.close` sends close_notify once the
+    output has drained; :meth:`~BufferEvent.abort` does not.
     """
 
     cdef SSL *_ssl

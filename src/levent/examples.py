@@ -8,23 +8,30 @@ C server using libevent only as the poller does; libevent 2.1's bufferevents rea
 which makes them several times dearer for large messages. ``mode="bufferevent"`` is libevent's
 classic bufferevent echo: the input's chains are moved to the output without a copy.
 """
+from __future__ import annotations
+
 import signal
 import socket
+from typing import Any, Callable, Optional
 
-from levent import PERSIST, READ, WRITE, Event, EventBase, Listener, Signal, recv_into, send
+from levent import (PERSIST, READ, WRITE, BufferEvent, Event, EventBase, Listener, Signal, recv_into,
+                    send)
+
+# Called with the listening address once the server accepts connections (tests wait on it).
+Ready = Optional[Callable[[Any], object]]
 
 MESSAGE = b"Hello, World!\n"
 
 
-def hello(host="127.0.0.1", port=9995, *, ready=None):
+def hello(host: str = "127.0.0.1", port: int = 9995, *, ready: Ready = None) -> None:
     """libevent's hello-world: greet each connection, then close it once the greeting is flushed."""
     with EventBase() as base:
 
-        def on_accept(listener, bev, address):
+        def on_accept(listener: Listener, bev: BufferEvent, address: Any) -> None:
             bev.write(MESSAGE)
             bev.close()         # graceful: freed once MESSAGE is flushed
 
-        def on_signal(signum):
+        def on_signal(signum: int) -> None:
             print("Caught an interrupt signal; exiting cleanly.", flush=True)
             base.loopexit()
 
@@ -34,17 +41,18 @@ def hello(host="127.0.0.1", port=9995, *, ready=None):
         base.dispatch()
 
 
-def echo(host="127.0.0.1", port=9996, *, mode="events", ready=None):
+def echo(host: str = "127.0.0.1", port: int = 9996, *, mode: str = "events", ready: Ready = None) -> None:
     """An echo server: every byte read from a connection is written back to it."""
     if mode not in ("events", "bufferevent"):
         raise ValueError(f"mode must be 'events' or 'bufferevent', not {mode!r}")
     with EventBase() as base:
+        on_accept: Callable[[Listener, Any, Any], None]
         if mode == "events":
             on_accept, accept = _EventEcho(base).accept, "socket"
         else:
             on_accept, accept = _bufferevent_echo_accept, "bufferevent"
 
-        def on_signal(signum):
+        def on_signal(signum: int) -> None:
             base.loopexit()
 
         listener = Listener(base, on_accept, (host, port), accept=accept, backlog=1024)
@@ -60,18 +68,18 @@ class _EventEcho:
     The per-connection callbacks are closures over bound methods: the hot path does no attribute
     lookups."""
 
-    def __init__(self, base, size=256 * 1024):
+    def __init__(self, base: EventBase, size: int = 256 * 1024) -> None:
         self.base = base
         self.buffer = bytearray(size)
 
-    def accept(self, listener, sock, address):
+    def accept(self, listener: Listener, sock: socket.socket, address: Any) -> None:
         sock.setblocking(False)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buffer = self.buffer
         pending = b""
 
-        def readable(fd, what):
+        def readable(fd: int, what: int) -> None:
             nonlocal pending
             try:
                 n = recv_into(fd, buffer)
@@ -90,7 +98,7 @@ class _EventEcho:
                 reader.delete()
                 writer.add()
 
-        def writable(fd, what):
+        def writable(fd: int, what: int) -> None:
             nonlocal pending
             try:
                 pending = pending[send(fd, pending):]
@@ -103,7 +111,7 @@ class _EventEcho:
                 writer.delete()
                 reader.add()
 
-        def close():
+        def close() -> None:
             reader.close()
             writer.close()
             sock.close()
@@ -113,21 +121,21 @@ class _EventEcho:
         reader.add()
 
 
-def _bufferevent_echo_accept(listener, bev, address):
+def _bufferevent_echo_accept(listener: Listener, bev: BufferEvent, address: Any) -> None:
     bev.on_read = _bufferevent_echo_read
     bev.on_event = _bufferevent_echo_event
     bev.enable(READ)
 
 
-def _bufferevent_echo_read(bev):
+def _bufferevent_echo_read(bev: BufferEvent) -> None:
     bev.write_buffer(bev.input)     # moves the input's chains to the output
 
 
-def _bufferevent_echo_event(bev, what, error):
+def _bufferevent_echo_event(bev: BufferEvent, what: int, error: Optional[OSError]) -> None:
     bev.close()                     # EOF or error: flush what is left, then free
 
 
-def _announce(listener, ready):
+def _announce(listener: Listener, ready: Ready) -> None:
     host, port = listener.address[:2]
     print(f"ready: listening on {host}:{port}", flush=True)
     if ready is not None:

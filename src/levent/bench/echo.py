@@ -240,7 +240,13 @@ for _loop in registry.LOOPS.values():
                  _python_server(f"{_loop.name}-proxy-tls", _loop.name))
 
 # The echo server behind the proxies of each style.
-UPSTREAMS = {"proxy": lambda tc: contender("c-raw").command(tc), "proxy-tls": _tls_echo}
+def _c_echo(tc):
+    c_raw = contender("c-raw")
+    assert c_raw is not None    # registered above
+    return c_raw.command(tc)
+
+
+UPSTREAMS = {"proxy": _c_echo, "proxy-tls": _tls_echo}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -120,7 +120,8 @@ class LeventLoop:
     def __init__(self):
         import levent
 
-        self._levent = levent
+        self._event = levent.Event
+        self._read_flags = levent.READ | levent.PERSIST
         self.base = levent.EventBase()
         self.call_soon = self.base.call_soon
         self.call_later = self.base.call_later
@@ -128,7 +129,7 @@ class LeventLoop:
 
     def add_reader(self, fd, callback, *args):
         # libevent's callbacks get (fd, what, *args): the workloads' reader callbacks take *_ for that
-        event = self._levent.Event(self.base, fd, self._levent.READ | self._levent.PERSIST, callback, *args)
+        event = self._event(self.base, fd, self._read_flags, callback, *args)
         event.add()
         self._readers[fd] = event
 

@@ -19,7 +19,7 @@ import time
 
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 
-LIVE = {}  # pid -> Popen: every process started and not yet reaped
+LIVE: "dict[int, subprocess.Popen[bytes]]" = {}  # pid -> Popen: every process started and not yet reaped
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PF_KTHREAD = 0x00200000
