@@ -14,23 +14,32 @@ import socket
 import sys
 from asyncio import constants, exceptions, sslproto, trsock, unix_events
 from asyncio.log import logger
+from typing import TYPE_CHECKING, Type, Union
 
 from levent import _sendfile
 from levent._transport import SocketTransport
 from levent._udp import DatagramTransport
 
+if TYPE_CHECKING:
+    from levent import _sslproto
+
 try:
     import ssl
 except ImportError:     # Python built without ssl
-    ssl = None
+    ssl = None  # type: ignore[assignment]  # checked before any use (ssl is not None)
 
+# The TLS protocol class of _make_ssl_transport/start_tls: both take asyncio's SSLProtocol arguments.
+_TLSProtocol: Union[Type[sslproto.SSLProtocol], Type["_sslproto.TLSProtocol"]]
 if sys.version_info >= (3, 11) and ssl is not None:
     # levent's own TLS protocol has 3.11+'s sslproto semantics; 3.9/3.10 keep their stdlib one.
-    from levent._sslproto import TLSProtocol as _TLSProtocol
+    from levent import _sslproto
+    _TLSProtocol = _sslproto.TLSProtocol
 else:
     _TLSProtocol = sslproto.SSLProtocol
 
 _HAS_IPv6 = hasattr(socket, 'AF_INET6')
+# asyncio's selector loop, whose os.sendfile() path levent borrows where it has no native sendfile.
+_SelectorLoop = unix_events._UnixSelectorEventLoop
 
 
 def _check_socket(loop, sock):
@@ -338,9 +347,11 @@ class SocketsMixin:
                 transp.resume_reading()
 
     # asyncio's os.sendfile() loop, for the systems whose sendfile(2) levent does not drive itself.
-    _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
-    _sock_sendfile_update_filepos = unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos
-    _sock_add_cancellation_callback = unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback
+    # (attr-defined: typeshed leaves out these private helpers of the selector loop.)
+    _sock_sendfile_native_impl = _SelectorLoop._sock_sendfile_native_impl  # type: ignore[attr-defined]
+    _sock_sendfile_update_filepos = _SelectorLoop._sock_sendfile_update_filepos  # type: ignore[attr-defined]
+    _sock_add_cancellation_callback = (
+        _SelectorLoop._sock_add_cancellation_callback)  # type: ignore[attr-defined]
 
     async def _sendfile_to(self, sock, file, offset, count, transp):
         if not _sendfile.NATIVE:
@@ -349,8 +360,7 @@ class SocketsMixin:
             if transp is not None:
                 del self._transports[fd]
             try:
-                return await unix_events._UnixSelectorEventLoop._sock_sendfile_native(self, sock, file,
-                                                                                      offset, count)
+                return await _SelectorLoop._sock_sendfile_native(self, sock, file, offset, count)
             finally:
                 if transp is not None:
                     self._transports[fd] = transp
