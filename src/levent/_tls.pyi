@@ -1,7 +1,7 @@
 """Type stubs for levent._tls: TLSContext, TLSBufferEvent over libevent's bufferevent_openssl, and
 TLSSession (TLS over memory, for sockets the caller reads and writes)."""
 import ssl
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union, final
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union, final
 
 from typing_extensions import Buffer as _BytesLike  # PEP 688; collections.abc.Buffer on 3.12+
 from typing_extensions import Self, disjoint_base
@@ -75,6 +75,10 @@ class TLSBufferEvent(BufferEvent):
     def peer_certificate(self) -> Optional[Dict[str, Any]]: ...
 
 DEFAULT_RECV: int
+
+# For `python -m levent info`: (OpenSSL_version() string, libssl path, libcrypto path); a path is None
+# when dladdr() cannot tell (a static build).
+def _openssl_version() -> Tuple[str, Optional[str], Optional[str]]: ...
 
 @final
 class TLSSession:
