@@ -13,7 +13,7 @@ __all__ = ["Counters", "Proxy", "main"]
 
 DEFAULT_HIGH_WATER: int
 CHUNK: int
-TLS_LINGER: float
+CLOSE_LINGER: float
 
 class _StreamTransform(Protocol):
     """A transform class's instance: one per connection and direction."""
