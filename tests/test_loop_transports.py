@@ -448,6 +448,43 @@ def test_tls_transport_is_made_by_the_loop_only():
         tr.write(b"x")
 
 
+@pytest.mark.parametrize("kind", ["tcp", "udp", "read_pipe", "write_pipe", "tls"])
+@pytest.mark.parametrize("wrong", [5, None])
+def test_wrong_core_in_the_slot_raises_instead_of_crashing(loop, tls_contexts, kind, wrong):
+    if kind == "tls" and sys.version_info < (3, 11):
+        pytest.skip("levent's TLSProtocol runs on 3.11+")
+    server_ctx, client_ctx = tls_contexts
+
+    async def main():
+        closers = []
+        if kind == "udp":
+            tr, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        elif kind in ("read_pipe", "write_pipe"):
+            a, b = socket.socketpair()
+            closers.append(b.close)
+            connect = loop.connect_read_pipe if kind == "read_pipe" else loop.connect_write_pipe
+            tr, _ = await connect(asyncio.Protocol, a)
+        else:
+            server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0,
+                                              ssl=server_ctx if kind == "tls" else None)
+            closers.append(server.close)
+            tr, _ = await loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname(),
+                                                 ssl=client_ctx if kind == "tls" else None)
+        core = tr._core
+        tr._core = wrong
+        try:
+            with pytest.raises(TypeError, match="_core must be"):
+                tr.is_closing()
+            repr(tr)
+        finally:
+            tr._core = core
+            tr.close()
+            for close in closers:
+                close()
+        await asyncio.sleep(0.01)
+    run(loop, main())
+
+
 CLOSE_ORDERS = [("close",), ("abort",), ("close", "abort"), ("abort", "close"), ("close", "close", "abort"),
                 ("close", "write"), ("abort", "write"), ("pause_reading", "close", "resume_reading")]
 

@@ -581,7 +581,17 @@ cdef class PipeCore(Handle):
 
 
 cdef inline PipeCore _core(transport):
-    return <PipeCore>transport._core
+    # Checked: _core is a writable slot, and a wrong object there must not crash.
+    core = transport._core
+    if type(core) is not PipeCore:
+        raise TypeError(f"{type(transport).__name__}._core must be its PipeCore, not {core!r}")
+    return <PipeCore>core
+
+
+cdef inline PipeCore _core_or_none(transport):
+    # For __repr__ and __del__, which also see a transport whose __init__ failed (no _core yet).
+    core = getattr(transport, '_core', None)
+    return <PipeCore>core if type(core) is PipeCore else None
 
 
 cdef PipeCore _new_core(loop, transport, pipe, protocol, waiter, bint writer):
@@ -643,11 +653,11 @@ class ReadPipeTransport(transports.ReadTransport):
         _core(self)._set_protocol(protocol)
 
     def __repr__(self):
-        core = <PipeCore>getattr(self, '_core', None)
+        cdef PipeCore core = _core_or_none(self)
         return f'<{type(self).__name__} uninitialized>' if core is None else core._repr()
 
     def __del__(self, _warn=warnings.warn):
-        core = <PipeCore>getattr(self, '_core', None)
+        cdef PipeCore core = _core_or_none(self)
         if core is not None and core._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             core._drop()
@@ -725,11 +735,11 @@ class WritePipeTransport(transports.WriteTransport):
         return _core(self)._protocol_paused
 
     def __repr__(self):
-        core = <PipeCore>getattr(self, '_core', None)
+        cdef PipeCore core = _core_or_none(self)
         return f'<{type(self).__name__} uninitialized>' if core is None else core._repr()
 
     def __del__(self, _warn=warnings.warn):
-        core = <PipeCore>getattr(self, '_core', None)
+        cdef PipeCore core = _core_or_none(self)
         if core is not None and core._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             core._drop()

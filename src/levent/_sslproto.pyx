@@ -625,8 +625,11 @@ cdef class TLSCore:
 
 
 cdef inline TLSCore _core(obj):
-    # Checked: _core is a writable slot, and a wrong object there must not crash.
-    return <TLSCore?>obj._core
+    # Checked: _core is a writable slot, and a wrong object there (None too) must not crash.
+    core = obj._core
+    if type(core) is not TLSCore:
+        raise TypeError(f"{type(obj).__name__}._core must be its TLSCore, not {core!r}")
+    return <TLSCore>core
 
 
 class TLSProtocol(protocols.BufferedProtocol):

@@ -772,7 +772,17 @@ cdef class TransportCore(Handle):
 
 
 cdef inline TransportCore _core(transport):
-    return <TransportCore>transport._core
+    # Checked: _core is a writable slot, and a wrong object there must not crash.
+    core = transport._core
+    if type(core) is not TransportCore:
+        raise TypeError(f"{type(transport).__name__}._core must be its TransportCore, not {core!r}")
+    return <TransportCore>core
+
+
+cdef inline TransportCore _core_or_none(transport):
+    # For __repr__ and __del__, which also see a transport whose __init__ failed (no _core yet).
+    core = getattr(transport, '_core', None)
+    return <TransportCore>core if type(core) is TransportCore else None
 
 
 class SocketTransport(transports._FlowControlMixin, transports.Transport):
@@ -921,7 +931,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         _core(self)._sendfile_op = op
 
     def __repr__(self):
-        core = <TransportCore>getattr(self, '_core', None)
+        cdef TransportCore core = _core_or_none(self)
         if core is None:
             return f'<{type(self).__name__} uninitialized>'
         info = [type(self).__name__]
@@ -936,7 +946,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         return '<{}>'.format(' '.join(info))
 
     def __del__(self, _warn=warnings.warn):
-        core = <TransportCore>getattr(self, '_core', None)
+        cdef TransportCore core = _core_or_none(self)
         if core is not None and core._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             core._stop_reading()

@@ -491,7 +491,17 @@ cdef class DatagramCore(Handle):
 
 
 cdef inline DatagramCore _core(transport):
-    return <DatagramCore>transport._core
+    # Checked: _core is a writable slot, and a wrong object there must not crash.
+    core = transport._core
+    if type(core) is not DatagramCore:
+        raise TypeError(f"{type(transport).__name__}._core must be its DatagramCore, not {core!r}")
+    return <DatagramCore>core
+
+
+cdef inline DatagramCore _core_or_none(transport):
+    # For __repr__ and __del__, which also see a transport whose __init__ failed (no _core yet).
+    core = getattr(transport, '_core', None)
+    return <DatagramCore>core if type(core) is DatagramCore else None
 
 
 class DatagramTransport(transports.DatagramTransport):
@@ -580,7 +590,7 @@ class DatagramTransport(transports.DatagramTransport):
         _core(self)._set_protocol(protocol)
 
     def __repr__(self):
-        core = <DatagramCore>getattr(self, '_core', None)
+        cdef DatagramCore core = _core_or_none(self)
         if core is None:
             return f'<{type(self).__name__} uninitialized>'
         info = [type(self).__name__]
@@ -595,7 +605,7 @@ class DatagramTransport(transports.DatagramTransport):
         return '<{}>'.format(' '.join(info))
 
     def __del__(self, _warn=warnings.warn):
-        core = <DatagramCore>getattr(self, '_core', None)
+        cdef DatagramCore core = _core_or_none(self)
         if core is not None and core._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             core._stop_reading()
