@@ -111,11 +111,24 @@ def run_to_end(cmd, timeout):
         except ProcessLookupError:
             pass
         proc.wait()
+        _wait_group_gone(proc.pid)
         raise
     finally:
         if proc.returncode is not None:
             LIVE.pop(proc.pid, None)
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _wait_group_gone(pgid, timeout=2.0):
+    # SIGKILLed members (cc1, as) die when next scheduled, and orphans are reaped by init: on a busy
+    # machine that outlasts the wait for cc itself, so wait (bounded) for the group to be empty.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.005)
 
 
 class LineReader:
