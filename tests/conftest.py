@@ -114,6 +114,17 @@ def socketpair():
 
 
 @pytest.fixture
+def refused_address():
+    """A 127.0.0.1 address that refuses connections: a socket bound there but never listening. It
+    stays bound for the test, so nothing else (a listener the test makes, on port 0) can take the
+    port: a proxy handed a freed port may get it as its own listening port and connect to itself
+    until it runs out of fds."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()
+
+
+@pytest.fixture
 def make_socketpair():
     """A factory of socketpairs (non-blocking); every one is closed after the test."""
     made = []

@@ -28,13 +28,6 @@ class Boom(Exception):
     """Raised by test callbacks; must come out of loop()."""
 
 
-def closed_tcp_port():
-    """A 127.0.0.1 port with (almost certainly) nothing listening on it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Source:
     """Deterministic pseudo-random data, produced in chunks, hashed as it is handed out."""
 
@@ -268,10 +261,10 @@ def test_eof_comes_after_all_data(base, size, run_loop):
     assert sink.sha.digest() == hashlib.sha256(data).digest()
 
 
-def test_connection_refused_tcp(base, run_loop):
+def test_connection_refused_tcp(base, run_loop, refused_address):
     events = []
     bev = BufferEvent(base, on_event=lambda bev, what, error: events.append((what, error)))
-    bev.connect(("127.0.0.1", closed_tcp_port()))
+    bev.connect(refused_address)
     run_loop(base, timeout=5)
     assert len(events) == 1
     what, error = events[0]
@@ -575,7 +568,7 @@ def test_free_inside_own_read_callback(base, op, run_loop):
 
 @pytest.mark.parametrize("op", ["abort", "close"])
 @pytest.mark.parametrize("event", ["connected", "eof", "error"])
-def test_free_inside_own_event_callback(base, echo_server, op, event, run_loop):
+def test_free_inside_own_event_callback(base, echo_server, op, event, run_loop, refused_address):
     listener, accepted = echo_server(base)
     seen = []
 
@@ -590,7 +583,7 @@ def test_free_inside_own_event_callback(base, echo_server, op, event, run_loop):
     bev = BufferEvent(base, on_event=on_event)
     bev.enable(READ)
     if event == "error":
-        bev.connect(("127.0.0.1", closed_tcp_port()))
+        bev.connect(refused_address)
     else:
         bev.connect(listener.address)
         if event == "eof":

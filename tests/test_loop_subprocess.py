@@ -39,7 +39,8 @@ def is_gone(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] == "X"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # The entry vanishes when the child is reaped: between open() and read() that is ESRCH.
         return True
 
 

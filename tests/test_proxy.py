@@ -210,10 +210,8 @@ def test_50_mib_each_way_concurrently(servers, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_unreachable_upstream_closes_the_client_and_logs_why(servers, mode, caplog):
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        dead = s.getsockname()      # nothing listens there once closed
-    px = servers.proxy(dead, mode=mode)
+def test_unreachable_upstream_closes_the_client_and_logs_why(servers, mode, caplog, refused_address):
+    px = servers.proxy(refused_address, mode=mode)
     with caplog.at_level(logging.WARNING, logger="levent.proxy"), px.connect() as c:
         try:
             assert c.recv(100) == b""
@@ -222,6 +220,21 @@ def test_unreachable_upstream_closes_the_client_and_logs_why(servers, mode, capl
     assert wait_until(lambda: px.proxy.counters.failed == 1 and px.proxy.connections == 0, TIMEOUT)
     assert any("cannot reach upstream" in r.getMessage() and "refused" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_upstream_at_the_proxys_own_address_is_refused():
+    # Pointed at itself, a proxy would accept each of its own connects as a new client and connect
+    # again, until out of fds: start() refuses, and frees the port.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with levent.EventBase() as base:
+        for listen in (("127.0.0.1", port), ("0.0.0.0", port)):
+            proxy = Proxy(base, listen=listen, upstream=("127.0.0.1", port))
+            with pytest.raises(ValueError, match="own listening address .* connect to itself"):
+                proxy.start()
+        with socket.create_server(("127.0.0.1", port)):     # the port was let go
+            pass
 
 
 def _full_backlog_server():

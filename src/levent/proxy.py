@@ -47,6 +47,7 @@ with OpenSSL's reason.
 """
 import argparse
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -202,6 +203,14 @@ class Proxy:
         if self.mode == "events":
             self._buffer = bytearray(min(CHUNK, self.high_water))
         self._listener = Listener(self.base, self._accept, self.listen, backlog=1024)
+        if _is_own_address(self._listener.address, address):
+            # Each connection would be accepted again as a new client, which connects again: a
+            # storm of connections until the process runs out of fds.
+            listening, self._listener = self._listener, None
+            own = listening.address
+            listening.close()
+            raise ValueError(f"the upstream {_format(self.upstream)} is the proxy's own listening address "
+                             f"{_format(own)}: it would connect to itself; pick another port")
         return self
 
     @property
@@ -1001,6 +1010,19 @@ def _format(address):
         host, port = address[:2]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address)
+
+
+def _is_own_address(listening, upstream):
+    """True when connecting to ``upstream`` reaches the socket listening on ``listening``."""
+    if not isinstance(listening, tuple) or listening[1] != upstream[1]:
+        return False
+    host, target = listening[0], upstream[0]
+    if host == target:
+        return True
+    if host not in ("0.0.0.0", "::"):
+        return False
+    ip = ipaddress.ip_address(target.split("%")[0])
+    return ip.is_loopback and (host == "::" or ip.version == 4)     # "::" is dual-stack here
 
 
 def _reason(error):
