@@ -54,6 +54,9 @@ cdef class EventBase:
     cdef bint _calls_ev_ready
     cdef bint _calls_ev_added
     cdef double _armed_when
+    # When the calls last ran (the clock _run_calls read): the next wakeup for calls not yet due then
+    # waits until CALLS_SLACK after it.
+    cdef double _calls_ran_at
     # call_soon's FIFO, run a batch (the whole list, swapped for an empty one) per loop iteration by
     # _soon_ev. _soon_armed: _soon_ev is pending or active, or its callback runs (and re-arms it if
     # calls are left), so a new call need not wake it.

@@ -8,6 +8,7 @@ handler instead of stopping the loop. add_reader/add_writer are levent Events ca
 """
 cimport cython
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from libc.math cimport INFINITY, isnan
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -266,6 +267,8 @@ cdef class LoopCore:
     def call_later(self, delay, callback, *args, context=None):
         """Arrange for ``callback(*args)`` to be called ``delay`` seconds from now; returns a
         TimerHandle. Callbacks run in deadline order, FIFO among equal deadlines, never early."""
+        if PyFloat_CheckExact(delay):   # the common case, without a float object for the sum
+            return self._call_at(_now() + PyFloat_AS_DOUBLE(delay), callback, args, context, 'call_later')
         if delay is None:
             raise TypeError('delay must not be None')
         return self._call_at(_now() + delay, callback, args, context, 'call_later')
