@@ -56,6 +56,10 @@ cdef enum:
     # glibc's default mmap threshold (128 KiB): heap memory, shrunk without a syscall.
     DIRECT_MIN = 8192
     DIRECT_SIZE = 126976
+    # A stream transport copies reads into its StreamReader's buffer natively (_read_stream) while
+    # they stay under this; larger ones take the direct bytes object through feed_data(). Measured
+    # side by side: 9% more echoes per CPU second at 16 KiB natively, none at 100 KiB.
+    STREAM_COPY_MAX = 65536
 
 # The read buffer of every transport: data_received() gets a bytes copy, and the GIL is held from
 # recv() to that copy, so no two callbacks use it at once.
@@ -249,7 +253,7 @@ cdef class TransportCore(Handle):
             return 0
         if self._buffered:
             return self._read_into_buffer()
-        if self._stream and self._last_read < DIRECT_MIN:
+        if self._stream and self._last_read < STREAM_COPY_MAX:
             return self._read_stream()
         if self._last_read >= DIRECT_MIN:
             return self._read_direct()

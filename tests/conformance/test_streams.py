@@ -271,6 +271,28 @@ class TestStreamReaderProtocol:
 
         assert run(loop, main()) == hashlib.sha256(data).hexdigest()
 
+    def test_reads_of_every_size_arrive_whole_and_in_order(self, loop):
+        # levent reads small ones into the reader natively and large ones through feed_data(); the
+        # switch between the two follows the size of the previous read.
+        sizes = [1, 100, 5000, 9000, 20000, 70000, 300000, 16, 40000, 8192, 65536, 65537, 3]
+        messages = [os.urandom(n) for n in sizes]
+
+        async def main():
+            server = await asyncio.start_server(echo_handler, "127.0.0.1", 0)
+            async with server:
+                reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+                try:
+                    got = []
+                    for m in messages:
+                        writer.write(m)
+                        got.append(await reader.readexactly(len(m)))
+                    return got
+                finally:
+                    writer.close()
+                    await writer.wait_closed()
+
+        assert run(loop, main()) == messages
+
     def test_a_subclass_data_received_is_called(self, loop):
         seen = []
 
