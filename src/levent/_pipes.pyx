@@ -24,6 +24,7 @@ from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_
 from libevent_pxd.event_struct cimport event
 from libevent_pxd.util cimport evutil_socket_t
 from levent._core cimport EventBase, Handle
+from levent._slots cimport checked_core, core_or_none
 
 import os
 import stat
@@ -581,17 +582,11 @@ cdef class PipeCore(Handle):
 
 
 cdef inline PipeCore _core(transport):
-    # Checked: _core is a writable slot, and a wrong object there must not crash.
-    core = transport._core
-    if type(core) is not PipeCore:
-        raise TypeError(f"{type(transport).__name__}._core must be its PipeCore, not {core!r}")
-    return <PipeCore>core
+    return <PipeCore>checked_core(transport, PipeCore)
 
 
 cdef inline PipeCore _core_or_none(transport):
-    # For __repr__ and __del__, which also see a transport whose __init__ failed (no _core yet).
-    core = getattr(transport, '_core', None)
-    return <PipeCore>core if type(core) is PipeCore else None
+    return <PipeCore>core_or_none(transport, PipeCore)
 
 
 cdef PipeCore _new_core(loop, transport, pipe, protocol, waiter, bint writer):

@@ -18,6 +18,7 @@ connection's receive buffer (free once its bytes are in the incoming BIO), from 
 data_received() gets an exact-size copy.
 """
 cimport cython
+from levent._slots cimport checked_core
 
 import ssl
 import sys
@@ -625,11 +626,7 @@ cdef class TLSCore:
 
 
 cdef inline TLSCore _core(obj):
-    # Checked: _core is a writable slot, and a wrong object there (None too) must not crash.
-    core = obj._core
-    if type(core) is not TLSCore:
-        raise TypeError(f"{type(obj).__name__}._core must be its TLSCore, not {core!r}")
-    return <TLSCore>core
+    return <TLSCore>checked_core(obj, TLSCore)
 
 
 class TLSProtocol(protocols.BufferedProtocol):

@@ -27,6 +27,7 @@ from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_
 from libevent_pxd.event_struct cimport event
 from libevent_pxd.util cimport evutil_socket_t
 from levent._core cimport EventBase, Handle
+from levent._slots cimport checked_core, core_or_none
 from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, c_recv, c_send, c_sendmsg, c_shutdown, msghdr
 
 import asyncio
@@ -776,17 +777,11 @@ cdef class TransportCore(Handle):
 
 
 cdef inline TransportCore _core(transport):
-    # Checked: _core is a writable slot, and a wrong object there must not crash.
-    core = transport._core
-    if type(core) is not TransportCore:
-        raise TypeError(f"{type(transport).__name__}._core must be its TransportCore, not {core!r}")
-    return <TransportCore>core
+    return <TransportCore>checked_core(transport, TransportCore)
 
 
 cdef inline TransportCore _core_or_none(transport):
-    # For __repr__ and __del__, which also see a transport whose __init__ failed (no _core yet).
-    core = getattr(transport, '_core', None)
-    return <TransportCore>core if type(core) is TransportCore else None
+    return <TransportCore>core_or_none(transport, TransportCore)
 
 
 class SocketTransport(transports._FlowControlMixin, transports.Transport):

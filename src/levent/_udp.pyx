@@ -25,6 +25,7 @@ from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_
 from libevent_pxd.event_struct cimport event
 from libevent_pxd.util cimport evutil_socket_t, sockaddr, sockaddr_storage, socklen_t
 from levent._core cimport EventBase, Handle
+from levent._slots cimport checked_core, core_or_none
 from levent._sockaddr cimport sockaddr_from, sockaddr_to
 from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, c_recvfrom, c_send, c_sendto
 
@@ -491,17 +492,11 @@ cdef class DatagramCore(Handle):
 
 
 cdef inline DatagramCore _core(transport):
-    # Checked: _core is a writable slot, and a wrong object there must not crash.
-    core = transport._core
-    if type(core) is not DatagramCore:
-        raise TypeError(f"{type(transport).__name__}._core must be its DatagramCore, not {core!r}")
-    return <DatagramCore>core
+    return <DatagramCore>checked_core(transport, DatagramCore)
 
 
 cdef inline DatagramCore _core_or_none(transport):
-    # For __repr__ and __del__, which also see a transport whose __init__ failed (no _core yet).
-    core = getattr(transport, '_core', None)
-    return <DatagramCore>core if type(core) is DatagramCore else None
+    return <DatagramCore>core_or_none(transport, DatagramCore)
 
 
 class DatagramTransport(transports.DatagramTransport):
