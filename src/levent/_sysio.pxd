@@ -25,3 +25,9 @@ cdef extern from "sys/socket.h" nogil:
         MSG_NOSIGNAL
         SHUT_WR
 
+
+
+cdef extern from "sys/ioctl.h" nogil:
+    int c_ioctl_int "ioctl"(int fd, unsigned long request, int *arg)
+    enum:
+        FIONREAD

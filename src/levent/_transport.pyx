@@ -28,7 +28,8 @@ from libevent_pxd.event_struct cimport event
 from libevent_pxd.util cimport evutil_socket_t
 from levent._core cimport EventBase, Handle
 from levent._slots cimport checked_core, core_or_none
-from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, c_recv, c_send, c_sendmsg, c_shutdown, msghdr
+from levent._sysio cimport (FIONREAD, MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, c_ioctl_int, c_recv, c_send, c_sendmsg,
+                           c_shutdown, msghdr)
 
 import asyncio
 import os
@@ -46,6 +47,7 @@ cdef extern from "Python.h":
     PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
     char *_bytes_data "PyBytes_AS_STRING"(PyObject *o)
     int _bytes_resize "_PyBytes_Resize"(PyObject **o, Py_ssize_t n) except -1
+    void Py_SET_SIZE(object o, Py_ssize_t size)
 
 
 cdef enum:
@@ -57,10 +59,10 @@ cdef enum:
     # glibc's default mmap threshold (128 KiB): heap memory, shrunk without a syscall.
     DIRECT_MIN = 8192
     DIRECT_SIZE = 126976
-    # A stream transport copies reads into its StreamReader's buffer natively (_read_stream) while
-    # they stay under this; larger ones take the direct bytes object through feed_data(). Measured
-    # side by side: 9% more echoes per CPU second at 16 KiB natively, none at 100 KiB.
-    STREAM_COPY_MAX = 65536
+    # A stream transport feeds its StreamReader natively (_read_stream): after a read of
+    # STREAM_DIRECT_MIN bytes or more, the next recv() goes into the reader's bytearray itself;
+    # smaller ones are copied there from the static buffer (one ioctl() costs more than that copy).
+    STREAM_DIRECT_MIN = 32768
 
 # The read buffer of every transport: data_received() gets a bytes copy, and the GIL is held from
 # recv() to that copy, so no two callbacks use it at once.
@@ -72,16 +74,22 @@ cdef Py_ssize_t _LOG_THRESHOLD_FOR_CONNLOST_WRITES = constants.LOG_THRESHOLD_FOR
 
 # asyncio streams (open_connection, start_server): their protocol's data_received() is two Python
 # calls that append the bytes to the StreamReader's bytearray and wake its reader. For exactly these
-# classes, unpatched, the transport does the same natively for small reads (no bytes object, no Python
-# frames); large reads take the usual direct path, whose costs are the data's copies, not the calls
-# (receiving into the bytearray itself made glibc return and re-fault its pages at every read). Only
-# on the versions whose attributes it was checked against.
+# classes, unpatched, the transport does the same natively (no bytes object, no Python frames; large
+# reads land in the bytearray with no copy of ours at all). Only on the versions whose attributes it
+# was checked against.
 cdef bint _STREAMS_NATIVE = sys.version_info < (3, 14)
 cdef object _StreamReaderProtocol = asyncio.StreamReaderProtocol
 cdef object _StreamReader = asyncio.StreamReader
 cdef object _stream_data_received = asyncio.StreamReaderProtocol.data_received
 cdef object _stream_feed_data = asyncio.StreamReader.feed_data
 cdef bint _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+
+
+cdef inline void _truncate(bytearray buf, Py_ssize_t size) noexcept:
+    # Shorten a bytearray keeping its block, as PyByteArray_Resize() does for a small cut, but never
+    # failing (a larger cut reallocates, which could raise after the bytes were written).
+    Py_SET_SIZE(buf, size)
+    PyByteArray_AS_STRING(buf)[size] = 0
 
 
 cdef inline bint _would_block(int err) noexcept nogil:
@@ -254,7 +262,7 @@ cdef class TransportCore(Handle):
             return 0
         if self._buffered:
             return self._read_into_buffer()
-        if self._stream and self._last_read < STREAM_COPY_MAX:
+        if self._stream:
             return self._read_stream()
         if self._last_read >= DIRECT_MIN:
             return self._read_direct()
@@ -303,9 +311,9 @@ cdef class TransportCore(Handle):
 
     cdef int _read_stream(self) except -1:
         # StreamReaderProtocol.data_received() -> StreamReader.feed_data(), natively (see _stream).
-        cdef ssize_t n
-        cdef Py_ssize_t old
-        cdef int err
+        cdef ssize_t n = -1
+        cdef Py_ssize_t old, want
+        cdef int err = 0, avail = 0
         cdef bytearray buf
         wr = self._protocol._stream_reader_wr
         reader = None if wr is None else <object>PyWeakref_GetObject(wr)
@@ -316,13 +324,25 @@ cdef class TransportCore(Handle):
             return self._read_ready()
         buf = reader._buffer
         old = PyByteArray_GET_SIZE(buf)
-        n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
-        err = errno
         try:
-            if n > 0:
+            if (self._last_read >= STREAM_DIRECT_MIN and c_ioctl_int(self._fd, FIONREAD, &avail) == 0
+                    and avail > 0):
+                # Into the reader's bytearray, grown by exactly what is queued, as extend() would grow
+                # it: growing it by READ_SIZE instead changed glibc's reuse of the block, and page
+                # faults at every read cost more than the copy saved.
+                want = avail if avail < READ_SIZE else READ_SIZE
                 # (raises BufferError while the bytearray is exported, as feed_data's extend() does)
-                PyByteArray_Resize(buf, old + n)
-                memcpy(PyByteArray_AS_STRING(buf) + old, _read_buf, n)
+                PyByteArray_Resize(buf, old + want)
+                n = c_recv(self._fd, PyByteArray_AS_STRING(buf) + old, want, MSG_DONTWAIT)
+                err = errno
+                if n != want:
+                    _truncate(buf, old + (n if n > 0 else 0))
+            else:
+                n = c_recv(self._fd, _read_buf, READ_SIZE, MSG_DONTWAIT)
+                err = errno
+                if n > 0:
+                    PyByteArray_Resize(buf, old + n)
+                    memcpy(PyByteArray_AS_STRING(buf) + old, _read_buf, n)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -119,6 +119,7 @@ class TestStreams:
         up = os.urandom(size)
         down = os.urandom(size)
         server_saw = []
+        server_done = None
 
         async def handler(reader, writer):
             async def send():
@@ -140,8 +141,11 @@ class TestStreams:
             server_saw.append((n, h.hexdigest()))
             await sender
             writer.close()
+            server_done.set()
 
         async def main():
+            nonlocal server_done
+            server_done = asyncio.Event()
             server, connect = await start(kind, handler, unix_path)
             async with server:
                 reader, writer = await connect()
@@ -165,6 +169,9 @@ class TestStreams:
                 await sender
                 writer.close()
                 await writer.wait_closed()
+                # The server may still be reading the end of what was sent (3.11's wait_closed() does
+                # not wait for handlers).
+                await server_done.wait()
                 return n, h.hexdigest()
 
         n, digest = run(loop, main(), timeout=60)
@@ -272,8 +279,8 @@ class TestStreamReaderProtocol:
         assert run(loop, main()) == hashlib.sha256(data).hexdigest()
 
     def test_reads_of_every_size_arrive_whole_and_in_order(self, loop):
-        # levent reads small ones into the reader natively and large ones through feed_data(); the
-        # switch between the two follows the size of the previous read.
+        # levent copies small reads into the reader natively and receives large ones into its
+        # bytearray; the switch between the two follows the size of the previous read.
         sizes = [1, 100, 5000, 9000, 20000, 70000, 300000, 16, 40000, 8192, 65536, 65537, 3]
         messages = [os.urandom(n) for n in sizes]
 
@@ -292,6 +299,60 @@ class TestStreamReaderProtocol:
                     await writer.wait_closed()
 
         assert run(loop, main()) == messages
+
+    @pytest.mark.parametrize("first", [100, 40000])
+    def test_data_for_an_exported_reader_buffer_is_a_fatal_error(self, loop, kind, unix_path, first):
+        # feed_data()'s extend() raises BufferError while the reader's bytearray is exported. levent
+        # feeds natively, copying after a small read (100) and receiving into the bytearray after a
+        # large one (40000): the error, the exception handler and the closed transport are the same.
+        errors = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        go = None
+
+        async def handler(reader, writer):
+            try:
+                writer.write(b"a" * first)
+                await go.wait()
+                writer.write(b"b" * 50000)
+                await writer.drain()
+                await reader.read()
+            except ConnectionError:
+                pass        # the client's transport aborts
+            finally:
+                writer.close()
+
+        async def main():
+            nonlocal go
+            go = asyncio.Event()
+            server, connect = await start(kind, handler, unix_path)
+            async with server:
+                reader, writer = await connect()
+                try:
+                    for _ in range(200):
+                        if len(reader._buffer) == first:
+                            break
+                        await asyncio.sleep(0.005)
+                    view = memoryview(reader._buffer)
+                    try:
+                        go.set()
+                        for _ in range(200):
+                            if writer.transport.is_closing():
+                                break
+                            await asyncio.sleep(0.005)
+                    finally:
+                        view.release()
+                    closing = writer.transport.is_closing()
+                    await asyncio.sleep(0)      # connection_lost() hands the error to the reader
+                    with pytest.raises(BufferError):
+                        await reader.read()
+                    return closing, len(reader._buffer)
+                finally:
+                    writer.close()
+
+        closing, buffered = run(loop, main())
+        assert closing and buffered == first
+        assert [c["message"] for c in errors] == ["Fatal error: protocol.data_received() call failed."]
+        assert isinstance(errors[0]["exception"], BufferError)
 
     def test_a_subclass_data_received_is_called(self, loop):
         seen = []
