@@ -485,6 +485,42 @@ def test_wrong_core_in_the_slot_raises_instead_of_crashing(loop, tls_contexts, k
     run(loop, main())
 
 
+def test_core_slot_read_falls_back_to_the_attribute(loop):
+    # Transports read their _core slot directly when it is a plain __slots__ member; anything else
+    # (an empty slot, a subclass's property, another class's object or core) takes the attribute
+    # the usual way: an exception, or the property's value, never a crash.
+    from levent._transport import SocketTransport
+
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        udp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        tr, _ = await loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname())
+        core = tr._core
+        try:
+            with pytest.raises(AttributeError):
+                SocketTransport.is_closing(object())
+            with pytest.raises(TypeError, match="_core must be"):
+                SocketTransport.is_closing(udp)     # a DatagramCore in its slot
+
+            class Viewed(SocketTransport):
+                __slots__ = ()
+                _core = property(lambda self: core)
+            viewed = Viewed.__new__(Viewed)         # its own slot is shadowed, and empty
+            assert viewed.is_closing() is False
+            assert viewed.get_write_buffer_size() == 0
+
+            del tr._core
+            with pytest.raises(AttributeError):
+                tr.is_closing()
+        finally:
+            tr._core = core
+            tr.close()
+            udp.close()
+            server.close()
+        await asyncio.sleep(0.01)
+    run(loop, main())
+
+
 CLOSE_ORDERS = [("close",), ("abort",), ("close", "abort"), ("abort", "close"), ("close", "close", "abort"),
                 ("close", "write"), ("abort", "write"), ("pause_reading", "close", "resume_reading")]
 

@@ -2,7 +2,48 @@
 # checked before each cast, so a wrong object there is a TypeError, never a crash. Inline here so that
 # every module gets them without a call across modules on the transports' hot paths.
 
+from cpython.object cimport PyObject
+
+cdef extern from *:
+    """
+    #include <structmember.h>
+    /* What obj._core reads when that is a plain __slots__ member of obj's class (looked up as the
+       generic getattr would, through the type's method cache), with no attribute machinery: a third
+       of the instructions of a transport's write(). NULL (no exception set) unless it holds an
+       instance of exactly cls; also when the lookup finds anything else (a property, a
+       __getattribute__ override): the caller then takes the attribute the usual way. Borrowed. */
+    static PyObject *levent_core_slot = NULL;
+    static inline PyObject *levent_read_core_slot(PyObject *obj, PyObject *cls) {
+        PyTypeObject *tp = Py_TYPE(obj);
+        PyObject *descr;
+        PyMemberDef *member;
+        PyObject *core;
+        if (tp->tp_getattro != PyObject_GenericGetAttr)
+            return NULL;
+        if (levent_core_slot == NULL) {
+            levent_core_slot = PyUnicode_InternFromString("_core");
+            if (levent_core_slot == NULL) {
+                PyErr_Clear();
+                return NULL;
+            }
+        }
+        descr = _PyType_Lookup(tp, levent_core_slot);
+        if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type)
+            return NULL;
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX)
+            return NULL;
+        core = *(PyObject **)((char *)obj + member->offset);
+        return core != NULL && (PyObject *)Py_TYPE(core) == cls ? core : NULL;
+    }
+    """
+    PyObject *levent_read_core_slot(object obj, type cls)
+
+
 cdef inline object checked_core(obj, type cls):
+    cdef PyObject *fast = levent_read_core_slot(obj, cls)
+    if fast is not NULL:
+        return <object>fast
     core = obj._core
     if type(core) is not cls:
         raise TypeError(f"{type(obj).__name__}._core must be its {cls.__name__}, not {core!r}")
