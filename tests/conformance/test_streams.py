@@ -354,6 +354,53 @@ class TestStreamReaderProtocol:
         assert [c["message"] for c in errors] == ["Fatal error: protocol.data_received() call failed."]
         assert isinstance(errors[0]["exception"], BufferError)
 
+    @pytest.mark.parametrize("state", ["cancelled", "done"])
+    def test_data_for_a_waiter_that_is_no_longer_pending(self, loop, state):
+        # feed_data() wakes the reader's waiter unless it was cancelled; a waiter that is done
+        # otherwise makes its set_result() raise InvalidStateError, a fatal error of the transport.
+        errors = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+
+        handled = None
+
+        async def handler(reader, writer):
+            try:
+                writer.write(b"x" * 100)
+                await reader.read()
+            finally:
+                writer.close()
+                handled.set()
+
+        async def main():
+            nonlocal handled
+            handled = asyncio.Event()
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            async with server:
+                reader = asyncio.StreamReader()
+                protocol = asyncio.StreamReaderProtocol(reader)
+                waiter = asyncio.get_running_loop().create_future()
+                waiter.cancel() if state == "cancelled" else waiter.set_result(None)
+                reader._waiter = waiter
+                transport, _ = await asyncio.get_running_loop().create_connection(
+                    lambda: protocol, *server.sockets[0].getsockname()[:2])
+                try:
+                    for _ in range(200):
+                        if reader._buffer or transport.is_closing():
+                            break
+                        await asyncio.sleep(0.005)
+                    return reader._waiter, bytes(reader._buffer), transport.is_closing()
+                finally:
+                    transport.close()
+                    await handled.wait()
+
+        if state == "cancelled":
+            assert run(loop, main()) == (None, b"x" * 100, False)
+            assert errors == []
+        else:
+            assert run(loop, main()) == (None, b"x" * 100, True)
+            assert [c["message"] for c in errors] == ["Fatal error: protocol.data_received() call failed."]
+            assert isinstance(errors[0]["exception"], asyncio.InvalidStateError)
+
     def test_a_subclass_data_received_is_called(self, loop):
         seen = []
 
