@@ -252,6 +252,7 @@ def test_a_run_reports_a_failed_contender_and_leaves_no_process(broken_contender
     assert len(cell["runs"][broken_contender]) == 0
     pids = [r["server_pid"] for name in ("c-raw", "levent") for r in cell["runs"][name]]
     assert len(pids) == 4, "both working contenders ran twice"
+    assert [r["round"] for r in cell["runs"]["c-raw"]] == [0, 1]
     for name in ("c-raw", "levent"):
         s = cell["summaries"][name]
         assert s["req_s"] > 0 and s["cpu_us_per_echo"] > 0 and s["p99_us"] >= s["p50_us"] > 0
@@ -269,6 +270,31 @@ def test_a_run_reports_a_failed_contender_and_leaves_no_process(broken_contender
     assert "| C libevent, recv/send (ceiling) |" in md.read_text()
     assert "FAILED: server did not start" in capsys.readouterr().out
     assert (tmp_path / "again.svg").exists()
+
+
+def test_each_round_starts_one_contender_later():
+    names = ["a", "b", "c"]
+    assert [cli.rotated(names, r) for r in range(4)] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"],
+                                                         ["a", "b", "c"]]
+    assert cli.rotated([], 3) == []
+
+
+def test_levent_against_uvloop_pairs_the_runs_of_one_round():
+    def run(rnd, cpu_s):
+        return {"round": rnd, "server_cpu_s": cpu_s, "messages": 1000}
+
+    mine = [run(0, 1.0), run(1, 2.0), run(2, 3.0)]
+    rival = [run(0, 2.0), run(2, 4.0)]      # the rival's round 1 failed
+    assert echo.paired_ratios(mine, rival) == [0.5, 0.75]
+    part = {"contenders": {n: {"label": n, "skipped": None}
+                           for n in ("levent-asyncio-protocol", "uvloop-protocol", "levent-asyncio-streams")}}
+    cells = [{"size": 64, "conns": 10, "runs": {"levent-asyncio-protocol": mine, "uvloop-protocol": rival,
+                                                 "levent-asyncio-streams": mine}}]
+    t = tables.rival_table(part, cells)
+    assert t.headers == ["cell", "protocol"]    # no uvloop streams ran: no streams column
+    assert t.rows == [["64 B x 10 conns", "0.625 (0.50-0.75)"]]
+    del part["contenders"]["uvloop-protocol"]
+    assert tables.rival_table(part, cells) is None
 
 
 def test_loop_workloads_run_and_levent_never_fires_a_timer_early(tmp_path, capsys):

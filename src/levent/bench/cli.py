@@ -439,14 +439,16 @@ def _run(args, cfg, bindir, started, out):
                 errors = {}
                 title = f"{kind} {tables.cell_title(size, conns)}"
                 for rep in range(cfg["repeats"]):
-                    for name in active[kind]:
+                    for name in rotated(active[kind], rep):
                         progress.step(server_weight, f"{title}: {name} ({rep + 1}/{cfg['repeats']})")
                         if name in errors:
                             continue  # a contender that failed in this cell is not run again in it
                         try:
-                            runs[name].append(echo.run_one(
+                            run = echo.run_one(
                                 server_plan[name][0], loadgens[kind], size, conns, cfg["duration"], cfg["warmup"], pinned,
-                                args.ready_timeout, upstream_command(name, toolchain)))
+                                args.ready_timeout, upstream_command(name, toolchain))
+                            run["round"] = rep
+                            runs[name].append(run)
                         except echo.RunError as exc:
                             errors[name] = str(exc)
                             failed = True
@@ -460,7 +462,7 @@ def _run(args, cfg, bindir, started, out):
             errors = {}
             n = cfg["loop_n"][workload]
             for rep in range(cfg["loop_repeats"]):
-                for name in loop_active:
+                for name in rotated(loop_active, rep):
                     progress.step(1.0, f"{workload}: {name} ({rep + 1}/{cfg['loop_repeats']})")
                     if name in errors:
                         continue
@@ -499,6 +501,14 @@ def _run(args, cfg, bindir, started, out):
     if failed:
         print("some runs FAILED (see above)", file=out)
     return 1 if failed else 0
+
+
+def rotated(names, rep):
+    """The run order of round ``rep``: each round starts one contender later, so that none always runs
+    first or right after the same other one (what a run leaves behind, in the kernel's socket and page
+    caches, would otherwise always favour or burden the same contender)."""
+    k = rep % len(names) if names else 0
+    return names[k:] + names[:k]
 
 
 def render(report, args, out):

@@ -32,6 +32,8 @@ OTHER_LOAD_WARN = 0.10  # a run where other work took this much of a core is fla
 REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams", "proxy": "asyncio-proxy",
              "proxy-tls": "asyncio-proxy-tls", "tls": "asyncio-tls"}
 CEILING = {"protocol": "c-raw", "streams": "c-raw", "proxy": "c-forward", "proxy-tls": None, "tls": None}
+# levent's asyncio loop is also compared with uvloop, the fastest other asyncio loop, per round.
+RIVAL_OF = {f"levent-asyncio-{style}": f"uvloop-{style}" for style in REFERENCE}
 # An echo server answers the load itself; a proxy forwards it to one; a tls server is an echo server
 # spoken to over TLS.
 KINDS = ("echo", "proxy", "tls")
@@ -413,6 +415,16 @@ def summarize(runs):
         "other_util_max": max(r["other_cpu_s"] / r["seconds"] for r in runs),
         "runs": len(runs),
     }
+
+
+def paired_ratios(runs, rival_runs):
+    """CPU per echo of ``runs`` over that of ``rival_runs``, one ratio per round both ran in: the two
+    runs of a round are minutes apart at most, so a slow drift of the machine cancels out."""
+    def by_round(rs):
+        # (results saved before rounds were recorded list each contender's runs in round order)
+        return {r.get("round", i): r["server_cpu_s"] / r["messages"] for i, r in enumerate(rs)}
+    mine, theirs = by_round(runs), by_round(rival_runs)
+    return [mine[k] / theirs[k] for k in sorted(mine) if k in theirs]
 
 
 def contender(name) -> Optional[Contender]:

@@ -1,4 +1,6 @@
 """The benchmark's tables, built once from a results dict and rendered as text or Markdown."""
+import statistics
+
 from . import echo, loops
 from .sendfile import tables as sendfile_tables
 
@@ -96,6 +98,9 @@ def echo_tables(report, section="echo"):
             cpu.add(title, *(f"{s['cpu_us_per_echo']:.2f}" if s else "failed" for s in found))
             rate.add(title, *(fmt_rate(s["req_s"]) if s else "failed" for s in found))
         tables += [cpu, rate]
+    rivals = rival_table(part, cells, section)
+    if rivals:
+        tables.append(rivals)
     notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats. x asyncio: how many times"
              " less CPU than asyncio of the same style (Protocol or streams). x C: CPU relative to the C ceiling"
              " (1.00x = as cheap as C). req/s, MiB/s and latency are the client's view."]
@@ -111,8 +116,34 @@ def echo_tables(report, section="echo"):
                      " 'other', worst run): req/s and latency of that row are unreliable.")
     notes += [f"skipped {info['label']}: {info['skipped']}" for info in contenders.values() if info["skipped"]]
     if tables:
-        tables[-1].notes = notes
+        tables[-1].notes += notes
     return tables
+
+
+def rival_table(part, cells, section="echo"):
+    """levent's asyncio loop against uvloop, cell by cell: the median of the per-round CPU ratios and
+    their range. None unless both ran in some cell."""
+    running = dict(_running(part["contenders"]))
+    pairs = [(mine, rival) for mine, rival in echo.RIVAL_OF.items() if mine in running and rival in running]
+    if not pairs:
+        return None
+    t = Table(f"{'TLS echo' if section == 'tls' else 'overview'}: levent's asyncio loop against uvloop, server CPU"
+              " per echo (median of the per-round ratios, min-max; lower is better)",
+              ["cell"] + [mine[len("levent-asyncio-"):] for mine, _ in pairs])
+    for cell in cells:
+        row = []
+        for mine, rival in pairs:
+            ratios = echo.paired_ratios(cell["runs"].get(mine, []), cell["runs"].get(rival, []))
+            if not ratios:
+                row.append("n/a")
+            elif len(ratios) == 1:
+                row.append(f"{ratios[0]:.3f}")
+            else:
+                row.append(f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
+        t.add(cell_title(cell["size"], cell["conns"]), *row)
+    t.notes.append("Each round runs every contender once, in an order that rotates from round to round; a ratio"
+                   " compares two runs of one round. 0.90 = levent's server used 10% less CPU per echo.")
+    return t
 
 
 def proxy_tables(report):
