@@ -167,6 +167,28 @@ cdef class Event(Handle):
     cdef int _del(self) except -1
 
 
+cdef class EventPair(Handle):
+    # The native cores of the asyncio loop's transports (socket, pipe, datagram): a read and a write
+    # event on one fd, each pending only while wanted.
+    cdef int _fd
+    cdef event _rev
+    cdef event _wev
+    # The events are assigned to the base until it closes (_close_from_base): then they are gone.
+    cdef bint _assigned
+    cdef bint _reading          # _rev is pending
+    cdef bint _writing          # _wev is pending
+
+    cdef int _assign(self, EventBase base, int fd) except -1
+    cdef int _drop_events(self) except -1
+    # What the subclass does when the fd is readable / writable (the events call these).
+    cdef int _read_ready(self) except -1
+    cdef int _write_ready(self) except -1
+    cdef int _start_reading(self) except -1
+    cdef int _stop_reading(self) except -1
+    cdef int _start_writing(self) except -1
+    cdef int _stop_writing(self) except -1
+
+
 # For other levent modules: raise ValueError unless a select base has room for libevent's new fds.
 cdef int _check_select_headroom() except -1
 

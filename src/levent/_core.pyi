@@ -44,6 +44,10 @@ class Handle:
     """Base of everything levent creates on an EventBase (Event, BufferEvent, Listener)."""
 
 @disjoint_base
+class EventPair(Handle):
+    """Base of the asyncio loop's native transport cores: a read and a write event on one fd."""
+
+@disjoint_base
 class EventBase:
     def __init__(
         self,

@@ -1470,6 +1470,113 @@ cdef class Handle:
         raise NotImplementedError
 
 
+# An EventPair's events. arg is the EventPair: alive, because the base holds it (_hold) while either
+# event is pending, and libevent only calls pending events. SystemExit and KeyboardInterrupt from a
+# protocol stop the loop (as in asyncio); the subclass handles everything else.
+
+cdef void _pair_readable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+    cdef EventPair pair = <EventPair>arg
+    pair._base._dispatched += 1
+    try:
+        pair._read_ready()
+    except BaseException as exc:
+        pair._base._stop_with(exc)
+
+
+cdef void _pair_writable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+    cdef EventPair pair = <EventPair>arg
+    pair._base._dispatched += 1
+    try:
+        pair._write_ready()
+    except BaseException as exc:
+        pair._base._stop_with(exc)
+
+
+@cython.no_gc_clear   # __dealloc__ needs _base alive to delete the events
+cdef class EventPair(Handle):
+    """Base of the asyncio loop's native transport cores: a read and a write event on one fd."""
+
+    # Lifetime: the base holds the object (_hold) while either event is pending, so libevent only ever
+    # calls back into a live object, and the C callbacks find it through the void* they are given.
+
+    def __cinit__(self):
+        self._fd = -1
+
+    def __dealloc__(self):
+        # Not pending here (the base would hold us), unless the GC tears down a dropped base.
+        self._drop_events()
+
+    cdef int _assign(self, EventBase base, int fd) except -1:
+        if (event_assign(&self._rev, base._base, fd, EV_READ | EV_PERSIST, _pair_readable, <void *>self) != 0
+                or event_assign(&self._wev, base._base, fd, EV_WRITE | EV_PERSIST, _pair_writable,
+                                <void *>self) != 0):
+            raise RuntimeError(f"event_assign failed for fd {fd}")
+        self._fd = fd
+        self._assigned = True
+        self._link(base)
+        return 0
+
+    cdef int _drop_events(self) except -1:
+        if self._assigned:
+            if self._reading:
+                event_del(&self._rev)
+            if self._writing:
+                event_del(&self._wev)
+            self._reading = self._writing = False
+            self._assigned = False
+            self._unlink()
+        return 0
+
+    cdef int _close_from_base(self) except -1:
+        # The loop is closing: its base frees libevent's state, so the events go now. The fd stays
+        # open, as with asyncio's loops; the transport warns when collected unclosed.
+        self._drop_events()
+        self._release()
+        return 0
+
+    cdef int _read_ready(self) except -1:
+        raise NotImplementedError
+
+    cdef int _write_ready(self) except -1:
+        raise NotImplementedError
+
+    cdef int _start_reading(self) except -1:
+        if self._reading or not self._assigned:
+            return 0
+        if event_add(&self._rev, NULL) != 0:
+            err = errno
+            raise OSError(err, os.strerror(err))
+        self._reading = True
+        self._hold()
+        return 0
+
+    cdef int _stop_reading(self) except -1:
+        if self._reading:
+            event_del(&self._rev)
+            self._reading = False
+            if not self._writing:
+                self._release()     # callers hold their own reference
+        return 0
+
+    cdef int _start_writing(self) except -1:
+        if self._writing or not self._assigned:
+            return 0
+        if event_add(&self._wev, NULL) != 0:
+            err = errno
+            raise OSError(err, os.strerror(err))
+        self._writing = True
+        self._hold()
+        return 0
+
+    cdef int _stop_writing(self) except -1:
+        if self._writing:
+            event_del(&self._wev)
+            self._writing = False
+            if not self._reading:
+                self._release()
+        return 0
+
+
 @cython.no_gc_clear   # __dealloc__ needs _base alive to delete the C event
 cdef class Event(Handle):
     """An event: libevent's ``event`` on an fd, a signal or a timeout.

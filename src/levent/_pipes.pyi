@@ -2,12 +2,12 @@
 import asyncio
 from typing import Any, Callable, Mapping, Optional, Tuple, Union, final
 
-from levent._core import Handle
+from levent._core import EventPair
 
 _Buffer = Union[bytes, bytearray, memoryview]
 
 @final
-class PipeCore(Handle):
+class PipeCore(EventPair):
     """The native half of a ReadPipeTransport or WritePipeTransport; made by them, not used on its own."""
 
 class ReadPipeTransport(asyncio.ReadTransport):

@@ -20,10 +20,7 @@ from libc.errno cimport EAGAIN, EINTR, EIO, errno
 from posix.uio cimport iovec, writev
 from posix.unistd cimport read, write
 
-from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_assign, event_del
-from libevent_pxd.event_struct cimport event
-from libevent_pxd.util cimport evutil_socket_t
-from levent._core cimport EventBase, Handle
+from levent._core cimport EventBase, EventPair
 from levent._slots cimport checked_core, core_or_none
 
 import os
@@ -64,51 +61,18 @@ cdef int _pipe_fileno(pipe) except -1:
     return fileno()
 
 
-# ---------------------------------------------------------------------------------------------------
-# libevent callbacks. arg is the PipeCore: alive, because the base holds the core (_hold) while either
-# of its events is pending. SystemExit and KeyboardInterrupt from a protocol stop the loop (as in
-# asyncio); the core handles everything else.
-
-cdef void _on_readable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
-    cdef PipeCore core = <PipeCore>arg
-    core._base._dispatched += 1
-    try:
-        if core._writer:
-            core._peer_closed()
-        else:
-            core._read_ready()
-    except BaseException as exc:
-        core._base._stop_with(exc)
-
-
-cdef void _on_writable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
-    cdef PipeCore core = <PipeCore>arg
-    core._base._dispatched += 1
-    try:
-        core._write_ready()
-    except BaseException as exc:
-        core._base._stop_with(exc)
-
-
-@cython.no_gc_clear     # __dealloc__ needs _base alive to delete the events
+@cython.no_gc_clear     # EventPair's __dealloc__ needs _base alive to delete the events
 @cython.final
-cdef class PipeCore(Handle):
+cdef class PipeCore(EventPair):
     """The native half of a :class:`ReadPipeTransport` or :class:`WritePipeTransport`; not used on
     its own."""
 
     cdef object _loop
     cdef object _transport      # the transport the protocol sees (it holds us in a slot)
     cdef object _pipe           # None once connection_lost() ran (the pipe is closed then)
-    cdef int _fd
     cdef bint _writer           # a write pipe: _rev only tells that the reader went away
     cdef object _protocol
     cdef object _data_received  # looked up once per set_protocol()
-    cdef event _rev
-    cdef event _wev
-    # The events are assigned to the base until it closes (_close_from_base): then they are gone.
-    cdef bint _assigned
-    cdef bint _reading          # _rev is pending
-    cdef bint _writing          # _wev is pending
     cdef bint _paused           # pause_reading()
     cdef bint _closing          # close(), write_eof(), EOF or an error
     cdef bint _lost_called      # connection_lost() is scheduled or ran
@@ -124,20 +88,9 @@ cdef class PipeCore(Handle):
     cdef bint _protocol_paused
 
     def __cinit__(self):
-        self._fd = -1
         self._queue = []
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
-
-    def __dealloc__(self):
-        # Not pending here (the base would hold us), unless the GC tears down a dropped base.
-        if self._assigned:
-            if self._reading:
-                event_del(&self._rev)
-            if self._writing:
-                event_del(&self._wev)
-            self._assigned = False
-            self._unlink()
 
     cdef int _setup(self, loop, EventBase base, transport, pipe, protocol, bint writer) except -1:
         cdef int fd
@@ -152,66 +105,10 @@ cdef class PipeCore(Handle):
         self._writer = writer
         self._set_protocol(protocol)
         os.set_blocking(fd, False)
-        if (event_assign(&self._rev, base._base, fd, EV_READ | EV_PERSIST, _on_readable, <void *>self) != 0
-                or event_assign(&self._wev, base._base, fd, EV_WRITE | EV_PERSIST, _on_writable,
-                                <void *>self) != 0):
-            raise RuntimeError("event_assign failed for a pipe transport's fd")
-        self._fd = fd
-        self._assigned = True
-        self._link(base)
+        self._assign(base, fd)
         self._loop = loop
         self._transport = transport
         self._pipe = pipe
-        return 0
-
-    cdef int _close_from_base(self) except -1:
-        # The loop is closing: its base frees libevent's state, so the events go now. The pipe stays
-        # open, as with asyncio's loops; the transport warns when collected unclosed.
-        if self._assigned:
-            if self._reading:
-                event_del(&self._rev)
-            if self._writing:
-                event_del(&self._wev)
-            self._reading = self._writing = False
-            self._assigned = False
-            self._unlink()
-        self._release()
-        return 0
-
-    # -- events -------------------------------------------------------------------------------------
-
-    cdef int _start_reading(self) except -1:
-        if self._reading or not self._assigned:
-            return 0
-        if event_add(&self._rev, NULL) != 0:
-            raise _os_error(errno)
-        self._reading = True
-        self._hold()
-        return 0
-
-    cdef int _stop_reading(self) except -1:
-        if self._reading:
-            event_del(&self._rev)
-            self._reading = False
-            if not self._writing:
-                self._release()     # callers hold their own reference
-        return 0
-
-    cdef int _start_writing(self) except -1:
-        if self._writing or not self._assigned:
-            return 0
-        if event_add(&self._wev, NULL) != 0:
-            raise _os_error(errno)
-        self._writing = True
-        self._hold()
-        return 0
-
-    cdef int _stop_writing(self) except -1:
-        if self._writing:
-            event_del(&self._wev)
-            self._writing = False
-            if not self._reading:
-                self._release()
         return 0
 
     def _start_watching(self):
@@ -225,6 +122,8 @@ cdef class PipeCore(Handle):
     cdef int _read_ready(self) except -1:
         cdef ssize_t n
         cdef int err
+        if self._writer:
+            return self._peer_closed()  # a write pipe's read event: its reader went away
         if self._closing:
             return 0
         n = read(self._fd, _read_buf, READ_SIZE)

@@ -4,10 +4,10 @@ import socket
 from typing import Any, Callable, Iterable, Mapping, Optional, Tuple, final
 
 
-from levent._core import Handle
+from levent._core import EventPair
 
 @final
-class TransportCore(Handle):
+class TransportCore(EventPair):
     """The native half of a SocketTransport; made by it, not used on its own."""
 
 class SocketTransport(asyncio.Transport):

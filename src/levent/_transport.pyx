@@ -23,10 +23,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF
 from posix.uio cimport iovec
 
-from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_assign, event_del
-from libevent_pxd.event_struct cimport event
-from libevent_pxd.util cimport evutil_socket_t
-from levent._core cimport EventBase, Handle
+from levent._core cimport EventBase, EventPair
 from levent._slots cimport checked_core, core_or_none
 from levent._sysio cimport (FIONREAD, MSG_DONTWAIT, MSG_NOSIGNAL, SHUT_WR, c_ioctl_int, c_recv, c_send, c_sendmsg,
                            c_shutdown, msghdr)
@@ -104,38 +101,14 @@ cdef object _os_error(int err):
     return OSError(err, os.strerror(err))
 
 
-# ---------------------------------------------------------------------------------------------------
-# libevent callbacks. arg is the TransportCore: alive, because the base holds the core (_hold) while
-# either of its events is pending, and libevent only calls pending events. SystemExit and
-# KeyboardInterrupt from a protocol stop the loop (as in asyncio); the core handles everything else.
-
-cdef void _on_readable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
-    cdef TransportCore core = <TransportCore>arg
-    core._base._dispatched += 1
-    try:
-        core._read_ready()
-    except BaseException as exc:
-        core._base._stop_with(exc)
-
-
-cdef void _on_writable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
-    cdef TransportCore core = <TransportCore>arg
-    core._base._dispatched += 1
-    try:
-        core._write_ready()
-    except BaseException as exc:
-        core._base._stop_with(exc)
-
-
-@cython.no_gc_clear     # __dealloc__ needs _base alive to delete the events
+@cython.no_gc_clear     # EventPair's __dealloc__ needs _base alive to delete the events
 @cython.final
-cdef class TransportCore(Handle):
+cdef class TransportCore(EventPair):
     """The native half of a :class:`SocketTransport`; not used on its own."""
 
     cdef object _loop
     cdef object _transport      # the SocketTransport the protocol sees (it holds us in a slot)
     cdef object _sock           # None once connection_lost() ran (the socket is closed then)
-    cdef int _fd
     cdef object _server
     cdef object _protocol
     # The protocol's methods called per read, looked up once per set_protocol() (as uvloop does).
@@ -144,12 +117,6 @@ cdef class TransportCore(Handle):
     cdef object _buffer_updated
     cdef bint _buffered
     cdef bint _stream           # the protocol is asyncio's StreamReaderProtocol: see _read_stream()
-    cdef event _rev
-    cdef event _wev
-    # The events are assigned to the base until it closes (_close_from_base): then they are gone.
-    cdef bint _assigned
-    cdef bint _reading          # _rev is pending
-    cdef bint _writing          # _wev is pending
     cdef bint _paused           # pause_reading()
     cdef bint _closing
     cdef bint _eof              # write_eof() was called
@@ -171,20 +138,9 @@ cdef class TransportCore(Handle):
     cdef object _sendfile_op
 
     def __cinit__(self):
-        self._fd = -1
         self._queue = []
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
-
-    def __dealloc__(self):
-        # Not pending here (the base would hold us), unless the GC tears down a dropped base.
-        if self._assigned:
-            if self._reading:
-                event_del(&self._rev)
-            if self._writing:
-                event_del(&self._wev)
-            self._assigned = False
-            self._unlink()
 
     cdef int _setup(self, loop, EventBase base, transport, sock, protocol, server) except -1:
         base._ensure_open()
@@ -192,67 +148,12 @@ cdef class TransportCore(Handle):
         if self._fd < 0:
             raise ValueError(f"the socket {sock!r} is closed")
         base._check_watchable(self._fd)
-        if (event_assign(&self._rev, base._base, self._fd, EV_READ | EV_PERSIST, _on_readable, <void *>self) != 0
-                or event_assign(&self._wev, base._base, self._fd, EV_WRITE | EV_PERSIST, _on_writable,
-                                <void *>self) != 0):
-            raise RuntimeError("event_assign failed for a transport's socket")
-        self._assigned = True
-        self._link(base)
+        self._assign(base, self._fd)
         self._loop = loop
         self._transport = transport
         self._sock = sock
         self._server = server
         self._set_protocol(protocol)
-        return 0
-
-    cdef int _close_from_base(self) except -1:
-        # The loop is closing: its base frees libevent's state, so the events go now. The socket stays
-        # open, as with asyncio's loops; the transport warns when collected unclosed.
-        if self._assigned:
-            if self._reading:
-                event_del(&self._rev)
-            if self._writing:
-                event_del(&self._wev)
-            self._reading = self._writing = False
-            self._assigned = False
-            self._unlink()
-        self._release()
-        return 0
-
-    # -- events -------------------------------------------------------------------------------------
-
-    cdef int _start_reading(self) except -1:
-        if self._reading or not self._assigned:
-            return 0
-        if event_add(&self._rev, NULL) != 0:
-            raise _os_error(errno)
-        self._reading = True
-        self._hold()
-        return 0
-
-    cdef int _stop_reading(self) except -1:
-        if self._reading:
-            event_del(&self._rev)
-            self._reading = False
-            if not self._writing:
-                self._release()     # callers hold their own reference
-        return 0
-
-    cdef int _start_writing(self) except -1:
-        if self._writing or not self._assigned:
-            return 0
-        if event_add(&self._wev, NULL) != 0:
-            raise _os_error(errno)
-        self._writing = True
-        self._hold()
-        return 0
-
-    cdef int _stop_writing(self) except -1:
-        if self._writing:
-            event_del(&self._wev)
-            self._writing = False
-            if not self._reading:
-                self._release()
         return 0
 
     # -- reading ------------------------------------------------------------------------------------

@@ -3,10 +3,10 @@ import asyncio
 import socket
 from typing import Any, Callable, Mapping, Optional, Tuple, final
 
-from levent._core import Handle
+from levent._core import EventPair
 
 @final
-class DatagramCore(Handle):
+class DatagramCore(EventPair):
     """The native half of a DatagramTransport; made by it, not used on its own."""
 
 class DatagramTransport(asyncio.DatagramTransport):

@@ -21,10 +21,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from libc.errno cimport EAGAIN, EBADF, EINTR, errno
 from libc.string cimport memcpy
 
-from libevent_pxd.event cimport EV_PERSIST, EV_READ, EV_WRITE, event_add, event_assign, event_del
-from libevent_pxd.event_struct cimport event
-from libevent_pxd.util cimport evutil_socket_t, sockaddr, sockaddr_storage, socklen_t
-from levent._core cimport EventBase, Handle
+from libevent_pxd.util cimport sockaddr, sockaddr_storage, socklen_t
+from levent._core cimport EventBase, EventPair
 from levent._slots cimport checked_core, core_or_none
 from levent._sockaddr cimport sockaddr_from, sockaddr_to
 from levent._sysio cimport MSG_DONTWAIT, MSG_NOSIGNAL, c_recvfrom, c_send, c_sendto
@@ -64,44 +62,19 @@ cdef object _os_error(int err):
     return OSError(err, os.strerror(err))
 
 
-cdef void _on_readable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
-    # arg is alive: the base holds the core (_hold) while either event is pending.
-    cdef DatagramCore core = <DatagramCore>arg
-    core._base._dispatched += 1
-    try:
-        core._read_ready()
-    except BaseException as exc:
-        core._base._stop_with(exc)
-
-
-cdef void _on_writable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
-    cdef DatagramCore core = <DatagramCore>arg
-    core._base._dispatched += 1
-    try:
-        core._write_ready()
-    except BaseException as exc:
-        core._base._stop_with(exc)
-
-
-@cython.no_gc_clear     # __dealloc__ needs _base alive to delete the events
+@cython.no_gc_clear     # EventPair's __dealloc__ needs _base alive to delete the events
 @cython.final
-cdef class DatagramCore(Handle):
+cdef class DatagramCore(EventPair):
     """The native half of a :class:`DatagramTransport`; not used on its own."""
 
     cdef object _loop
     cdef object _transport
     cdef object _sock           # None once connection_lost() ran (the socket is closed then)
-    cdef int _fd
     cdef int _family
     cdef object _protocol
     cdef object _datagram_received
     cdef object _address        # the remote address given at creation, or None
     cdef bint _connected        # the socket has a peer: send(), not sendto()
-    cdef event _rev
-    cdef event _wev
-    cdef bint _assigned
-    cdef bint _reading
-    cdef bint _writing
     cdef bint _paused
     cdef bint _closing
     cdef bint _lost_called
@@ -118,19 +91,9 @@ cdef class DatagramCore(Handle):
     cdef socklen_t _cached_len
 
     def __cinit__(self):
-        self._fd = -1
         self._queue = collections.deque()
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
-
-    def __dealloc__(self):
-        if self._assigned:
-            if self._reading:
-                event_del(&self._rev)
-            if self._writing:
-                event_del(&self._wev)
-            self._assigned = False
-            self._unlink()
 
     cdef int _setup(self, loop, EventBase base, transport, sock, protocol, address,
                     bint connected) except -1:
@@ -139,12 +102,7 @@ cdef class DatagramCore(Handle):
         if self._fd < 0:
             raise ValueError(f"the socket {sock!r} is closed")
         base._check_watchable(self._fd)
-        if (event_assign(&self._rev, base._base, self._fd, EV_READ | EV_PERSIST, _on_readable, <void *>self) != 0
-                or event_assign(&self._wev, base._base, self._fd, EV_WRITE | EV_PERSIST, _on_writable,
-                                <void *>self) != 0):
-            raise RuntimeError("event_assign failed for a datagram transport's socket")
-        self._assigned = True
-        self._link(base)
+        self._assign(base, self._fd)
         self._loop = loop
         self._transport = transport
         self._sock = sock
@@ -154,58 +112,9 @@ cdef class DatagramCore(Handle):
         self._set_protocol(protocol)
         return 0
 
-    cdef int _close_from_base(self) except -1:
-        # The loop is closing: the events go with its base; the socket stays open (as asyncio's).
-        if self._assigned:
-            if self._reading:
-                event_del(&self._rev)
-            if self._writing:
-                event_del(&self._wev)
-            self._reading = self._writing = False
-            self._assigned = False
-            self._unlink()
-        self._release()
-        return 0
-
     cdef int _set_protocol(self, protocol) except -1:
         self._protocol = protocol
         self._datagram_received = protocol.datagram_received
-        return 0
-
-    # -- events -------------------------------------------------------------------------------------
-
-    cdef int _start_reading(self) except -1:
-        if self._reading or not self._assigned:
-            return 0
-        if event_add(&self._rev, NULL) != 0:
-            raise _os_error(errno)
-        self._reading = True
-        self._hold()
-        return 0
-
-    cdef int _stop_reading(self) except -1:
-        if self._reading:
-            event_del(&self._rev)
-            self._reading = False
-            if not self._writing:
-                self._release()
-        return 0
-
-    cdef int _start_writing(self) except -1:
-        if self._writing or not self._assigned:
-            return 0
-        if event_add(&self._wev, NULL) != 0:
-            raise _os_error(errno)
-        self._writing = True
-        self._hold()
-        return 0
-
-    cdef int _stop_writing(self) except -1:
-        if self._writing:
-            event_del(&self._wev)
-            self._writing = False
-            if not self._reading:
-                self._release()
         return 0
 
     # -- reading ------------------------------------------------------------------------------------
