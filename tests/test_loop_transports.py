@@ -502,6 +502,11 @@ def test_core_slot_read_falls_back_to_the_attribute(loop):
             with pytest.raises(TypeError, match="_core must be"):
                 SocketTransport.is_closing(udp)     # a DatagramCore in its slot
 
+            class Impostor:                         # SocketTransport's slot descriptor, not its layout
+                _core = SocketTransport.__dict__["_core"]
+            with pytest.raises(TypeError, match="doesn't apply"):
+                SocketTransport.is_closing(Impostor())
+
             class Viewed(SocketTransport):
                 __slots__ = ()
                 _core = property(lambda self: core)

@@ -30,9 +30,17 @@ cdef extern from *:
         descr = _PyType_Lookup(tp, levent_core_slot);
         if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type)
             return NULL;
+        /* The offset is one of the descriptor's own class: a descriptor copied into an unrelated
+           class would read past the object (the getattr raises TypeError there). */
+        if (!PyObject_TypeCheck(obj, ((PyDescrObject *)descr)->d_type))
+            return NULL;
         member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type != T_OBJECT_EX)
             return NULL;
+    #ifdef Py_RELATIVE_OFFSET
+        if (member->flags & Py_RELATIVE_OFFSET)
+            return NULL;
+    #endif
         core = *(PyObject **)((char *)obj + member->offset);
         return core != NULL && (PyObject *)Py_TYPE(core) == cls ? core : NULL;
     }

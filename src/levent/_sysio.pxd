@@ -26,7 +26,6 @@ cdef extern from "sys/socket.h" nogil:
         SHUT_WR
 
 
-
 cdef extern from "sys/ioctl.h" nogil:
     int c_ioctl_int "ioctl"(int fd, unsigned long request, int *arg)
     enum:
