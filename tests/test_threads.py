@@ -353,3 +353,71 @@ def test_many_threads_activating(base, n_threads, run_loop):
             th.join(10)
     assert sorted(i for i, _ in got) == list(range(n_threads * per_thread))
     assert {tid for _, tid in got} == {threading.get_ident()}
+
+
+def test_gil_taken_back_in_waiting_passes_with_mixed_callbacks(backend, add_guard, run_loop):
+    # A waiting pass gives up the GIL; levent's Event callbacks take it back and keep it for the
+    # pass, while BufferEvent callbacks take and release it their own way. Mix both in one pass,
+    # with a waiting loop of another base run from the BufferEvent callback (which must leave the
+    # outer pass as it found it), while another thread runs Python code the whole time: a callback
+    # running without the GIL, or a pass that never gives it back, would crash or hang here.
+    rounds = 60
+    expected = b"".join(b"%d," % i for i in range(rounds))
+    stop = threading.Event()
+    churn = [0]
+
+    def churner():
+        while not stop.is_set():
+            churn[0] += len([str(i) for i in range(50)])
+
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    with EventBase(method=backend, priorities=2) as base, EventBase(method=backend) as inner:
+        by_bev, by_event, inner_ran = [], [], []
+
+        def done():
+            if b"".join(by_bev) == expected and b"".join(by_event) == expected:
+                base.loopbreak()
+
+        def bev_read(bev):
+            Timer(inner, inner_ran.append, True).add(0.001)
+            assert run_loop(inner) is True      # waits with the GIL released, inside the outer pass
+            by_bev.append(bev.read())
+            done()
+
+        def ev_read(fd, what):
+            by_event.append(c.recv(4096))
+            done()
+
+        bev = levent.BufferEvent(base, a, options=0, on_read=bev_read)
+        bev.priority = 0
+        bev.enable(levent.READ)
+        ev = Event(base, c, levent.READ | levent.PERSIST, ev_read)
+        ev.priority = 1
+        ev.add()
+
+        def writer():
+            for i in range(rounds):
+                if stop.is_set():
+                    return
+                time.sleep(0.002)              # the loop is waiting when both become readable
+                b.send(b"%d," % i)
+                d.send(b"%d," % i)
+
+        threads = [threading.Thread(target=churner), threading.Thread(target=writer)]
+        for th in threads:
+            th.start()
+        try:
+            add_guard(base, 20)
+            run_loop(base)
+        finally:
+            stop.set()
+            for th in threads:
+                th.join(10)
+            ev.close()
+            bev.close()
+            for s in (a, b, c, d):
+                s.close()
+    assert churn[0] > 0
+    assert b"".join(by_bev) == expected and b"".join(by_event) == expected
+    assert len(inner_ran) == len(by_bev)

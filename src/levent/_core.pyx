@@ -124,6 +124,53 @@ cdef extern from *:
     int levent_timerfd_arm(int fd, double when) nogil
 
 
+# The GIL in _core's C callbacks, without PyGILState_Ensure/Release (about 40 instructions a
+# callback). A non-blocking pass runs with the GIL held (levent_loop_held), and callbacks find it
+# theirs. A blocking pass releases it for the wait (levent_loop_released); the first callback to
+# run takes it back (levent_take_gil) and keeps it for the rest of the pass.
+# levent_gil_released is the thread state given up for the current pass, NULL while the GIL is held.
+# Every event_base_loop call sets it (held or released) and restores the caller's value, so a loop
+# run from inside a callback, or a `with gil` callback of another module in between, stays
+# consistent. Only callbacks that libevent runs from event_base_loop's dispatch may use it; those
+# that can run inside a libevent call made with the GIL released keep `with gil`.
+cdef extern from *:
+    """
+    static __thread PyThreadState *levent_gil_released = NULL;
+    static CYTHON_INLINE void levent_take_gil(void) {
+        PyThreadState *tstate = levent_gil_released;
+        if (tstate != NULL) {
+            levent_gil_released = NULL;
+            PyEval_RestoreThread(tstate);
+        }
+    }
+    static int levent_loop_held(struct event_base *base, int flags) {
+        PyThreadState *outer = levent_gil_released;
+        int rc;
+        levent_gil_released = NULL;
+        rc = event_base_loop(base, flags);
+        levent_gil_released = outer;
+        return rc;
+    }
+    static int levent_loop_released(struct event_base *base, int flags) {
+        PyThreadState *outer = levent_gil_released;
+        int rc;
+        levent_gil_released = PyEval_SaveThread();
+        rc = event_base_loop(base, flags);
+        levent_take_gil();
+        levent_gil_released = outer;
+        return rc;
+    }
+    /* libevent gets these callbacks as event_callback_fn: it calls them without the GIL, and the
+       first thing each does is levent_take_gil(). */
+    #define levent_gil_callback(fn) ((event_callback_fn)(fn))
+    """
+    ctypedef void (*gil_taking_callback)(evutil_socket_t, short, void *) noexcept
+    event_callback_fn levent_gil_callback(gil_taking_callback fn) noexcept nogil
+    void levent_take_gil() noexcept
+    int levent_loop_held(event_base *base, int flags) noexcept
+    int levent_loop_released(event_base *base, int flags) noexcept
+
+
 # ---------------------------------------------------------------------------------------------------
 # Constants: libevent's values, re-exported by levent/__init__.py.
 
@@ -342,7 +389,8 @@ cdef inline bint _is_main_thread():
 # ---------------------------------------------------------------------------------------------------
 # C callbacks: each runs with the GIL, hands exceptions to the base, never lets one escape into C.
 
-cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept:
+    levent_take_gil()
     # arg is the Event: alive, because the base holds every pending or active Event (_hold), and a
     # cross-thread delete()/close() waits (GIL released) for a running callback before dropping it.
     cdef Event ev = <Event>arg
@@ -390,7 +438,8 @@ cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
             base._stop_with(exc)
 
 
-cdef void _wakeup_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+cdef void _wakeup_callback(evutil_socket_t fd, short what, void *arg) noexcept:
+    levent_take_gil()
     # The base owns this internal event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
     cdef char buf[256]
@@ -462,7 +511,8 @@ cdef void _sift_down(CallEntry *heap, Py_ssize_t n, Py_ssize_t i) noexcept nogil
     heap[i] = item
 
 
-cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept:
+    levent_take_gil()
     # The base owns this event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
     cdef unsigned long long expirations
@@ -483,7 +533,8 @@ cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept wi
         base._stop_with(exc)
 
 
-cdef void _soon_callback(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+cdef void _soon_callback(evutil_socket_t fd, short what, void *arg) noexcept:
+    levent_take_gil()
     # The base owns this event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
     cdef int batches = 0
@@ -629,7 +680,8 @@ cdef class EventBase:
                 f"({', '.join(wanted) or 'defaults'}; available: {known})" + (f": {msg}" if msg else ""))
         # Internal, as libevent marks its own notification events: it does not keep loop() from
         # returning when no user events are left, and priority 0 is valid whatever the priorities.
-        event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST, _wakeup_callback, <void *>self)
+        event_assign(&self._sigcheck_ev, self._base, -1, EV_PERSIST,
+                     levent_gil_callback(_wakeup_callback), <void *>self)
         self._sigcheck_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL
         event_priority_set(&self._sigcheck_ev, 0)
         if priorities != 1 and event_base_priority_init(self._base, priorities) != 0:
@@ -786,22 +838,22 @@ cdef class EventBase:
         """event_base_loop() in two steps, so that a busy loop does not pass the GIL back and forth.
 
         First a non-blocking pass with the GIL held: it runs whatever is ready (and whatever that
-        makes ready) without ever waiting, and callbacks find the GIL already theirs. Only when it
-        found nothing does the loop wait, in one blocking pass with the GIL released.
+        makes ready) without ever waiting. Only when it found nothing does the loop wait, in one
+        blocking pass with the GIL released; the first callback that pass runs takes the GIL back
+        and keeps it for the rest of the pass (levent_take_gil).
         """
         cdef int rc
         cdef unsigned long long seen
         cdef int keep = flags & (EVLOOP_NO_EXIT_ON_EMPTY | EVLOOP_ONCE)
         if flags & EVLOOP_NONBLOCK:
-            return event_base_loop(self._base, flags)
+            return levent_loop_held(self._base, flags)
         while True:
             seen = self._dispatched
-            rc = event_base_loop(self._base, EVLOOP_NONBLOCK | keep)
+            rc = levent_loop_held(self._base, EVLOOP_NONBLOCK | keep)
             if rc != 0 or self._stopping():
                 return rc
             if self._dispatched == seen:
-                with nogil:
-                    rc = event_base_loop(self._base, EVLOOP_ONCE | (keep & EVLOOP_NO_EXIT_ON_EMPTY))
+                rc = levent_loop_released(self._base, EVLOOP_ONCE | (keep & EVLOOP_NO_EXIT_ON_EMPTY))
                 if rc != 0 or self._stopping():
                     return rc
             if flags & EVLOOP_ONCE:
@@ -861,7 +913,7 @@ cdef class EventBase:
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
         event_assign(&self._wakeup_ev, self._base, rfd, EV_READ | EV_PERSIST,
-                     _wakeup_callback, <void *>self)
+                     levent_gil_callback(_wakeup_callback), <void *>self)
         self._wakeup_ev.ev_evcallback.evcb_flags |= EVLIST_INTERNAL    # as _sigcheck_ev
         event_priority_set(&self._wakeup_ev, 0)
         if event_add(&self._wakeup_ev, NULL) != 0:
@@ -1121,9 +1173,10 @@ cdef class EventBase:
             self._timerfd = -1
         if self._timerfd >= 0:
             event_assign(&self._calls_ev, self._base, self._timerfd, EV_READ | EV_PERSIST,
-                         _calls_callback, <void *>self)
+                         levent_gil_callback(_calls_callback), <void *>self)
         else:
-            event_assign(&self._calls_ev, self._base, -1, 0, _calls_callback, <void *>self)
+            event_assign(&self._calls_ev, self._base, -1, 0, levent_gil_callback(_calls_callback),
+                         <void *>self)
         self._calls_ev_ready = True
         self._calls_ev_added = False
         self._armed_when = INFINITY
@@ -1176,7 +1229,8 @@ cdef class EventBase:
         starving I/O; a zero timeout is activated in the next iteration, and costs no system call."""
         cdef timeval zero
         if not self._soon_ev_ready:
-            event_assign(&self._soon_ev, self._base, -1, 0, _soon_callback, <void *>self)
+            event_assign(&self._soon_ev, self._base, -1, 0, levent_gil_callback(_soon_callback),
+                         <void *>self)
             self._soon_ev_ready = True
         if next_iteration:
             zero.tv_sec = zero.tv_usec = 0
@@ -1474,7 +1528,8 @@ cdef class Handle:
 # event is pending, and libevent only calls pending events. SystemExit and KeyboardInterrupt from a
 # protocol stop the loop (as in asyncio); the subclass handles everything else.
 
-cdef void _pair_readable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+cdef void _pair_readable(evutil_socket_t fd, short what, void *arg) noexcept:
+    levent_take_gil()
     cdef EventPair pair = <EventPair>arg
     pair._base._dispatched += 1
     try:
@@ -1483,7 +1538,8 @@ cdef void _pair_readable(evutil_socket_t fd, short what, void *arg) noexcept wit
         pair._base._stop_with(exc)
 
 
-cdef void _pair_writable(evutil_socket_t fd, short what, void *arg) noexcept with gil:
+cdef void _pair_writable(evutil_socket_t fd, short what, void *arg) noexcept:
+    levent_take_gil()
     cdef EventPair pair = <EventPair>arg
     pair._base._dispatched += 1
     try:
@@ -1507,9 +1563,10 @@ cdef class EventPair(Handle):
         self._drop_events()
 
     cdef int _assign(self, EventBase base, int fd) except -1:
-        if (event_assign(&self._rev, base._base, fd, EV_READ | EV_PERSIST, _pair_readable, <void *>self) != 0
-                or event_assign(&self._wev, base._base, fd, EV_WRITE | EV_PERSIST, _pair_writable,
-                                <void *>self) != 0):
+        if (event_assign(&self._rev, base._base, fd, EV_READ | EV_PERSIST,
+                         levent_gil_callback(_pair_readable), <void *>self) != 0
+                or event_assign(&self._wev, base._base, fd, EV_WRITE | EV_PERSIST,
+                                levent_gil_callback(_pair_writable), <void *>self) != 0):
             raise RuntimeError(f"event_assign failed for fd {fd}")
         self._fd = fd
         self._assigned = True
@@ -1617,7 +1674,8 @@ cdef class Event(Handle):
         if self._assigned:
             raise RuntimeError("Event.__init__() called twice")
         base._ensure_open()
-        if event_assign(&self._ev, base._base, fd, events, _event_callback, <void *>self) != 0:
+        if event_assign(&self._ev, base._base, fd, events, levent_gil_callback(_event_callback),
+                        <void *>self) != 0:
             raise _libevent_error("event_assign")
         self._callback = callback
         self._args = args

@@ -13,7 +13,7 @@ cdef extern from *:
        instance of exactly cls; also when the lookup finds anything else (a property, a
        __getattribute__ override): the caller then takes the attribute the usual way. Borrowed. */
     static PyObject *levent_core_slot = NULL;
-    static inline PyObject *levent_read_core_slot(PyObject *obj, PyObject *cls) {
+    static inline PyObject *levent_read_core_slot(PyObject *obj, PyTypeObject *cls) {
         PyTypeObject *tp = Py_TYPE(obj);
         PyObject *descr;
         PyMemberDef *member;
@@ -42,7 +42,7 @@ cdef extern from *:
             return NULL;
     #endif
         core = *(PyObject **)((char *)obj + member->offset);
-        return core != NULL && (PyObject *)Py_TYPE(core) == cls ? core : NULL;
+        return core != NULL && Py_TYPE(core) == cls ? core : NULL;
     }
     """
     PyObject *levent_read_core_slot(object obj, type cls)
