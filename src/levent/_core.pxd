@@ -1,6 +1,7 @@
 # Declarations of levent._core's classes, so that later modules (buffers, bufferevents, listeners)
 # can cimport EventBase and reach its event_base pointer and error plumbing.
 from cpython.ref cimport PyObject
+from cpython.pystate cimport PyThreadState
 from posix.time cimport timeval
 from libevent_pxd.event cimport event_base
 from libevent_pxd.event_struct cimport event
@@ -75,6 +76,9 @@ cdef class EventBase:
     cdef bint _exit_requested
     # Counts the callbacks levent ran: tells loop() whether a non-blocking pass found work.
     cdef unsigned long long _dispatched
+    # While a waiting pass runs: the thread state it released the GIL from, until the first of
+    # _core's callbacks takes the GIL back (_take_gil). NULL whenever the loop thread holds the GIL.
+    cdef PyThreadState *_gil_released
     cdef object __weakref__
 
     cdef int _ensure_open(self) except -1

@@ -125,50 +125,34 @@ cdef extern from *:
 
 
 # The GIL in _core's C callbacks, without PyGILState_Ensure/Release (about 40 instructions a
-# callback). A non-blocking pass runs with the GIL held (levent_loop_held), and callbacks find it
-# theirs. A blocking pass releases it for the wait (levent_loop_released); the first callback to
-# run takes it back (levent_take_gil) and keeps it for the rest of the pass.
-# levent_gil_released is the thread state given up for the current pass, NULL while the GIL is held.
-# Every event_base_loop call sets it (held or released) and restores the caller's value, so a loop
-# run from inside a callback, or a `with gil` callback of another module in between, stays
-# consistent. Only callbacks that libevent runs from event_base_loop's dispatch may use it; those
-# that can run inside a libevent call made with the GIL released keep `with gil`.
+# callback). A non-blocking pass runs with the GIL held, and callbacks find it theirs. A waiting
+# pass releases it (levent_loop_released) into its base's _gil_released; the first callback to run
+# takes it back from there (levent_take_gil) and keeps it for the rest of the pass. The state is per
+# base, and a base's callbacks run only from its own event_base_loop, so a loop of another base run
+# from a callback, or another module's `with gil` callback in between, leaves it consistent.
 cdef extern from *:
     """
-    static __thread PyThreadState *levent_gil_released = NULL;
-    static CYTHON_INLINE void levent_take_gil(void) {
-        PyThreadState *tstate = levent_gil_released;
+    static CYTHON_INLINE void levent_take_gil(PyThreadState **released) {
+        PyThreadState *tstate = *released;
         if (tstate != NULL) {
-            levent_gil_released = NULL;
+            *released = NULL;
             PyEval_RestoreThread(tstate);
         }
     }
-    static int levent_loop_held(struct event_base *base, int flags) {
-        PyThreadState *outer = levent_gil_released;
+    static int levent_loop_released(struct event_base *base, PyThreadState **released, int flags) {
         int rc;
-        levent_gil_released = NULL;
+        *released = PyEval_SaveThread();
         rc = event_base_loop(base, flags);
-        levent_gil_released = outer;
+        levent_take_gil(released);
         return rc;
     }
-    static int levent_loop_released(struct event_base *base, int flags) {
-        PyThreadState *outer = levent_gil_released;
-        int rc;
-        levent_gil_released = PyEval_SaveThread();
-        rc = event_base_loop(base, flags);
-        levent_take_gil();
-        levent_gil_released = outer;
-        return rc;
-    }
-    /* libevent gets these callbacks as event_callback_fn: it calls them without the GIL, and the
-       first thing each does is levent_take_gil(). */
+    /* libevent calls these callbacks without the GIL; the first thing each does is take it. */
     #define levent_gil_callback(fn) ((event_callback_fn)(fn))
     """
     ctypedef void (*gil_taking_callback)(evutil_socket_t, short, void *) noexcept
     event_callback_fn levent_gil_callback(gil_taking_callback fn) noexcept nogil
-    void levent_take_gil() noexcept
-    int levent_loop_held(event_base *base, int flags) noexcept
-    int levent_loop_released(event_base *base, int flags) noexcept
+    void levent_take_gil(PyThreadState **released) noexcept nogil
+    int levent_loop_released(event_base *base, PyThreadState **released, int flags) noexcept
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -390,7 +374,7 @@ cdef inline bint _is_main_thread():
 # C callbacks: each runs with the GIL, hands exceptions to the base, never lets one escape into C.
 
 cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept:
-    levent_take_gil()
+    levent_take_gil(&(<Event>arg)._base._gil_released)
     # arg is the Event: alive, because the base holds every pending or active Event (_hold), and a
     # cross-thread delete()/close() waits (GIL released) for a running callback before dropping it.
     cdef Event ev = <Event>arg
@@ -439,7 +423,7 @@ cdef void _event_callback(evutil_socket_t fd, short what, void *arg) noexcept:
 
 
 cdef void _wakeup_callback(evutil_socket_t fd, short what, void *arg) noexcept:
-    levent_take_gil()
+    levent_take_gil(&(<EventBase>arg)._gil_released)
     # The base owns this internal event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
     cdef char buf[256]
@@ -512,7 +496,7 @@ cdef void _sift_down(CallEntry *heap, Py_ssize_t n, Py_ssize_t i) noexcept nogil
 
 
 cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept:
-    levent_take_gil()
+    levent_take_gil(&(<EventBase>arg)._gil_released)
     # The base owns this event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
     cdef unsigned long long expirations
@@ -534,7 +518,7 @@ cdef void _calls_callback(evutil_socket_t fd, short what, void *arg) noexcept:
 
 
 cdef void _soon_callback(evutil_socket_t fd, short what, void *arg) noexcept:
-    levent_take_gil()
+    levent_take_gil(&(<EventBase>arg)._gil_released)
     # The base owns this event and deletes it before it dies, so arg is alive.
     cdef EventBase base = <EventBase>arg
     cdef int batches = 0
@@ -601,6 +585,7 @@ cdef class EventBase:
         self._soon_batches = 1
         self._break_requested = self._exit_requested = False
         self._dispatched = 0
+        self._gil_released = NULL
 
     def __init__(self, *, method=None, avoid=(), require=0, int priorities=1, bint precise_timer=False,
                  bint nolock=False, bint ignore_env=False, bint no_cache_time=False,
@@ -846,14 +831,15 @@ cdef class EventBase:
         cdef unsigned long long seen
         cdef int keep = flags & (EVLOOP_NO_EXIT_ON_EMPTY | EVLOOP_ONCE)
         if flags & EVLOOP_NONBLOCK:
-            return levent_loop_held(self._base, flags)
+            return event_base_loop(self._base, flags)
         while True:
             seen = self._dispatched
-            rc = levent_loop_held(self._base, EVLOOP_NONBLOCK | keep)
+            rc = event_base_loop(self._base, EVLOOP_NONBLOCK | keep)
             if rc != 0 or self._stopping():
                 return rc
             if self._dispatched == seen:
-                rc = levent_loop_released(self._base, EVLOOP_ONCE | (keep & EVLOOP_NO_EXIT_ON_EMPTY))
+                rc = levent_loop_released(self._base, &self._gil_released,
+                                          EVLOOP_ONCE | (keep & EVLOOP_NO_EXIT_ON_EMPTY))
                 if rc != 0 or self._stopping():
                     return rc
             if flags & EVLOOP_ONCE:
@@ -1529,7 +1515,7 @@ cdef class Handle:
 # protocol stop the loop (as in asyncio); the subclass handles everything else.
 
 cdef void _pair_readable(evutil_socket_t fd, short what, void *arg) noexcept:
-    levent_take_gil()
+    levent_take_gil(&(<EventPair>arg)._base._gil_released)
     cdef EventPair pair = <EventPair>arg
     pair._base._dispatched += 1
     try:
@@ -1539,7 +1525,7 @@ cdef void _pair_readable(evutil_socket_t fd, short what, void *arg) noexcept:
 
 
 cdef void _pair_writable(evutil_socket_t fd, short what, void *arg) noexcept:
-    levent_take_gil()
+    levent_take_gil(&(<EventPair>arg)._base._gil_released)
     cdef EventPair pair = <EventPair>arg
     pair._base._dispatched += 1
     try:
