@@ -514,6 +514,17 @@ def test_core_slot_read_falls_back_to_the_attribute(loop):
             assert viewed.is_closing() is False
             assert viewed.get_write_buffer_size() == 0
 
+            class Changed(SocketTransport):         # a class changed after its slot was read directly
+                __slots__ = ()
+            changed = Changed.__new__(Changed)
+            SocketTransport.__dict__["_core"].__set__(changed, core)
+            assert changed.is_closing() is False and changed.is_closing() is False
+            Changed._core = property(lambda self: udp._core)
+            with pytest.raises(TypeError, match="_core must be"):
+                changed.is_closing()
+            del Changed._core
+            assert changed.is_closing() is False
+
             del tr._core
             with pytest.raises(AttributeError):
                 tr.is_closing()

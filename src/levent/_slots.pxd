@@ -13,11 +13,28 @@ cdef extern from *:
        instance of exactly cls; also when the lookup finds anything else (a property, a
        __getattribute__ override): the caller then takes the attribute the usual way. Borrowed. */
     static PyObject *levent_core_slot = NULL;
+    /* The last class the lookup below succeeded for, with its version tag then and the offset it
+       found. CPython gives a class a new tag (never reused) whenever it or a base changes, so a
+       class with the same tag has the same _core; the reference keeps the class from being freed
+       and its address reused. 3.13 no longer sets Py_TPFLAGS_VALID_VERSION_TAG; before 3.12 a
+       changed class keeps its old tag until looked up again, with the flag cleared. */
+    static PyTypeObject *levent_core_class = NULL;
+    static unsigned int levent_core_class_tag = 0;
+    static Py_ssize_t levent_core_offset = 0;
+    #if PY_VERSION_HEX >= 0x030D0000
+    #define levent_tag_valid(tp) ((tp)->tp_version_tag != 0)
+    #else
+    #define levent_tag_valid(tp) ((tp)->tp_version_tag != 0 && PyType_HasFeature((tp), Py_TPFLAGS_VALID_VERSION_TAG))
+    #endif
     static inline PyObject *levent_read_core_slot(PyObject *obj, PyTypeObject *cls) {
         PyTypeObject *tp = Py_TYPE(obj);
         PyObject *descr;
         PyMemberDef *member;
         PyObject *core;
+        if (tp == levent_core_class && tp->tp_version_tag == levent_core_class_tag && levent_tag_valid(tp)) {
+            core = *(PyObject **)((char *)obj + levent_core_offset);
+            return core != NULL && Py_TYPE(core) == cls ? core : NULL;
+        }
         if (tp->tp_getattro != PyObject_GenericGetAttr)
             return NULL;
         if (levent_core_slot == NULL) {
@@ -41,6 +58,12 @@ cdef extern from *:
         if (member->flags & Py_RELATIVE_OFFSET)
             return NULL;
     #endif
+        if (levent_tag_valid(tp)) {     /* _PyType_Lookup has tagged it, unless tags ran out */
+            Py_INCREF(tp);
+            Py_XSETREF(levent_core_class, tp);
+            levent_core_class_tag = tp->tp_version_tag;
+            levent_core_offset = member->offset;
+        }
         core = *(PyObject **)((char *)obj + member->offset);
         return core != NULL && Py_TYPE(core) == cls ? core : NULL;
     }
