@@ -77,7 +77,7 @@ cdef class EventBase:
     # Counts the callbacks levent ran: tells loop() whether a non-blocking pass found work.
     cdef unsigned long long _dispatched
     # While a waiting pass runs: the thread state it released the GIL from, until the first of
-    # _core's callbacks takes the GIL back (_take_gil). NULL whenever the loop thread holds the GIL.
+    # _core's callbacks takes the GIL back (levent_take_gil). NULL while the loop thread holds it.
     cdef PyThreadState *_gil_released
     cdef object __weakref__
 

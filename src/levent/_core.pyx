@@ -1587,8 +1587,7 @@ cdef class EventPair(Handle):
         if self._reading or not self._assigned:
             return 0
         if event_add(&self._rev, NULL) != 0:
-            err = errno
-            raise OSError(err, os.strerror(err))
+            _raise_errno()
         self._reading = True
         self._hold()
         return 0
@@ -1605,8 +1604,7 @@ cdef class EventPair(Handle):
         if self._writing or not self._assigned:
             return 0
         if event_add(&self._wev, NULL) != 0:
-            err = errno
-            raise OSError(err, os.strerror(err))
+            _raise_errno()
         self._writing = True
         self._hold()
         return 0

@@ -8,8 +8,8 @@ cdef extern from *:
     """
     #include <structmember.h>
     /* What obj._core reads when that is a plain __slots__ member of obj's class (looked up as the
-       generic getattr would, through the type's method cache), with no attribute machinery: a third
-       of the instructions of a transport's write(). NULL (no exception set) unless it holds an
+       generic getattr would, through the type's method cache, and remembered for the last class
+       below), with no attribute machinery: a third of the instructions of a transport's write(). NULL (no exception set) unless it holds an
        instance of exactly cls; also when the lookup finds anything else (a property, a
        __getattribute__ override): the caller then takes the attribute the usual way. Borrowed. */
     static PyObject *levent_core_slot = NULL;
@@ -31,6 +31,8 @@ cdef extern from *:
         PyObject *descr;
         PyMemberDef *member;
         PyObject *core;
+        PyTypeObject *previous;
+        Py_ssize_t offset;
         if (tp == levent_core_class && tp->tp_version_tag == levent_core_class_tag && levent_tag_valid(tp)) {
             core = *(PyObject **)((char *)obj + levent_core_offset);
             return core != NULL && Py_TYPE(core) == cls ? core : NULL;
@@ -58,13 +60,18 @@ cdef extern from *:
         if (member->flags & Py_RELATIVE_OFFSET)
             return NULL;
     #endif
+        offset = member->offset;
         if (levent_tag_valid(tp)) {     /* _PyType_Lookup has tagged it, unless tags ran out */
+            /* Recorded before the old class goes: its deallocation may run code that changes
+               tp (a new tag then misses this entry) or obj's slot (read after it). */
+            previous = levent_core_class;
             Py_INCREF(tp);
-            Py_XSETREF(levent_core_class, tp);
+            levent_core_class = tp;
             levent_core_class_tag = tp->tp_version_tag;
-            levent_core_offset = member->offset;
+            levent_core_offset = offset;
+            Py_XDECREF(previous);
         }
-        core = *(PyObject **)((char *)obj + member->offset);
+        core = *(PyObject **)((char *)obj + offset);
         return core != NULL && Py_TYPE(core) == cls ? core : NULL;
     }
     """
