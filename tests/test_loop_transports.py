@@ -8,6 +8,7 @@ import asyncio
 import errno
 import gc
 import hashlib
+import inspect
 import os
 import socket
 import ssl
@@ -104,6 +105,44 @@ def test_transports_are_asyncio_transports(loop):
                 loop.add_reader(t.get_extra_info("socket").fileno(), lambda: None)
             t.close()
             assert await proto.lost is None
+    run(loop, main())
+
+
+def test_write_takes_every_call_form_of_a_python_method(loop):
+    # write() is a C method descriptor of SocketTransport, not a def: it still takes what
+    # asyncio's write(self, data) takes, from subclasses too, and refuses the rest with TypeError.
+    class Sub(SocketTransport):
+        __slots__ = ()
+
+    async def main():
+        proto = Recorder(loop)
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            t.write(b"a")
+            t.write(data=b"b")
+            SocketTransport.write(t, b"c")
+            SocketTransport.write(t, data=b"d")
+            for args, kwargs in [((), {}), ((b"x", b"y"), {}), ((b"x",), {"data": b"y"}), ((), {"buf": b"x"})]:
+                with pytest.raises(TypeError, match="takes exactly one argument, data"):
+                    t.write(*args, **kwargs)
+            with pytest.raises(TypeError, match="doesn't apply"):
+                SocketTransport.write(object(), b"x")
+            with pytest.raises(TypeError, match="bytes-like"):
+                t.write("text")
+            sub = Sub.__new__(Sub)
+            SocketTransport.__dict__["_core"].__set__(sub, t._core)
+            sub.write(b"e")
+            assert inspect.signature(SocketTransport.write) == inspect.signature(lambda self, /, data: None)
+            got = b""
+            while len(got) < 5:
+                await asyncio.sleep(0.01)
+                try:
+                    got += peer.recv(100)
+                except BlockingIOError:
+                    pass
+            assert got == b"abcde"
+            t.close()
+            await proto.lost
     run(loop, main())
 
 

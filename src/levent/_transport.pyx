@@ -40,6 +40,17 @@ from asyncio.log import logger
 
 
 cdef extern from "Python.h":
+    # A C function as a method of a Python class: the form built-in types' methods have.
+    ctypedef PyObject *(*PyCFunction)(PyObject *, PyObject *)
+    ctypedef struct PyMethodDef:
+        const char *ml_name
+        PyCFunction ml_meth
+        int ml_flags
+        const char *ml_doc
+    enum: METH_FASTCALL, METH_KEYWORDS
+    object PyDescr_NewMethod(type cls, PyMethodDef *method)
+
+cdef extern from "Python.h":
     # Owned references as plain pointers: _PyBytes_Resize() replaces the object it is given.
     PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
     char *_bytes_data "PyBytes_AS_STRING"(PyObject *o)
@@ -773,10 +784,7 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
-    def write(self, data):
-        """Send ``data`` (bytes-like): at once if possible, else queued and sent when the socket is
-        writable; the protocol's pause_writing() is called above the high-water mark."""
-        _core(self)._write(data)
+    # write(): a method descriptor installed after the class (see _write_method).
 
     def writelines(self, list_of_data):
         """Write each bytes-like item of ``list_of_data``, with one sendmsg() where possible."""
@@ -902,3 +910,30 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
                     server._detach(self)
                 else:
                     server._detach()
+
+
+# write() is the method protocols call most. As a method descriptor of SocketTransport (a C function
+# with METH_FASTCALL, as built-in types' methods are), CPython calls it straight from the caller's
+# bytecode, and 3.11+ specialize that call for an exact SocketTransport; a Python-level def would
+# go through a function object's call and argument parsing first.
+cdef object _write_method(object transport, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    if kwnames is NULL and nargs == 1:
+        data = <object>args[0]
+    elif nargs == 0 and kwnames is not NULL and (<tuple>kwnames) == ('data',):
+        data = <object>args[0]      # write(data=...): keyword values follow the positional ones
+    else:
+        raise TypeError("SocketTransport.write() takes exactly one argument, data")
+    _core(transport)._write(data)
+    return None
+
+
+cdef PyMethodDef _write_def
+_write_def.ml_name = "write"
+_write_def.ml_meth = <PyCFunction>_write_method
+_write_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
+# With a text signature first, for inspect.signature() and help().
+_write_def.ml_doc = (
+    "write($self, /, data)\n--\n\n"
+    "Send ``data`` (bytes-like): at once if possible, else queued and sent when the socket is\n"
+    "writable; the protocol's pause_writing() is called above the high-water mark.")
+SocketTransport.write = PyDescr_NewMethod(SocketTransport, &_write_def)
