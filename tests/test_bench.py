@@ -256,6 +256,8 @@ def test_a_run_reports_a_failed_contender_and_leaves_no_process(broken_contender
     for name in ("c-raw", "levent"):
         s = cell["summaries"][name]
         assert s["req_s"] > 0 and s["cpu_us_per_echo"] > 0 and s["p99_us"] >= s["p50_us"] > 0
+        # (a 0.3 s run may see no clock tick in user space)
+        assert 0 <= s["user_us_per_echo"] <= s["cpu_us_per_echo_max"]
     assert not any(pid_alive(pid) for pid in pids)
     assert not live_children()
     assert (tmp_path / "r.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
@@ -281,18 +283,20 @@ def test_each_round_starts_one_contender_later():
 
 def test_levent_against_uvloop_pairs_the_runs_of_one_round():
     def run(rnd, cpu_s):
-        return {"round": rnd, "server_cpu_s": cpu_s, "messages": 1000}
+        return {"round": rnd, "server_cpu_s": cpu_s, "server_user_s": cpu_s / 4, "messages": 1000}
 
     mine = [run(0, 1.0), run(1, 2.0), run(2, 3.0)]
     rival = [run(0, 2.0), run(2, 4.0)]      # the rival's round 1 failed
     assert echo.paired_ratios(mine, rival) == [0.5, 0.75]
+    assert echo.user_us_per_echo(mine) == 500 and echo.user_us_per_echo(rival) == 750
+    assert echo.user_us_per_echo([{"server_cpu_s": 1.0, "messages": 1000}]) is None   # saved before it was
     part = {"contenders": {n: {"label": n, "skipped": None}
                            for n in ("levent-asyncio-protocol", "uvloop-protocol", "levent-asyncio-streams")}}
     cells = [{"size": 64, "conns": 10, "runs": {"levent-asyncio-protocol": mine, "uvloop-protocol": rival,
                                                  "levent-asyncio-streams": mine}}]
     t = tables.rival_table(part, cells)
-    assert t.headers == ["cell", "protocol"]    # no uvloop streams ran: no streams column
-    assert t.rows == [["64 B x 10 conns", "0.625 (0.50-0.75)"]]
+    assert t.headers == ["cell", "protocol", "protocol user"]    # no uvloop streams ran: no streams column
+    assert t.rows == [["64 B x 10 conns", "0.625 (0.50-0.75)", "0.667"]]
     del part["contenders"]["uvloop-protocol"]
     assert tables.rival_table(part, cells) is None
 

@@ -348,8 +348,8 @@ def run_one(cmd, loadgen, size, conns, duration, warmup, pinned, ready_timeout=R
 
     def on_line(line):
         if line in ("start", "end"):
-            marks[line] = (procs.cpu_seconds(server.pid), procs.system_busy_seconds(), procs.kthreads_seconds(),
-                           procs.cpu_seconds(upstream.pid) if upstream else 0.0)
+            marks[line] = (procs.cpu_split_seconds(server.pid), procs.system_busy_seconds(),
+                           procs.kthreads_seconds(), procs.cpu_seconds(upstream.pid) if upstream else 0.0)
 
     try:
         server, port, server_err = start_server(cmd, pinned, ready_timeout, upstream=upstream_port)
@@ -371,13 +371,15 @@ def run_one(cmd, loadgen, size, conns, duration, warmup, pinned, ready_timeout=R
                 procs.stop(proc)
             if errfile is not None:
                 errfile.close()
-    (cpu0, busy0, kthr0, up0), (cpu1, busy1, kthr1, up1) = marks["start"], marks["end"]
+    ((user0, sys0), busy0, kthr0, up0), ((user1, sys1), busy1, kthr1, up1) = marks["start"], marks["end"]
+    cpu0, cpu1 = user0 + sys0, user1 + sys1
     # What else the CPUs did in the window: kernel threads (work the traffic itself causes), and
     # everything else (other processes, stolen time) = busy time - server - loadgen - kernel threads
     # (- the upstream echo server behind a proxy).
     report.update(
         server_pid=server.pid,
         server_cpu_s=cpu1 - cpu0,
+        server_user_s=user1 - user0,    # the part in user space: the server's own code, no syscalls
         kthreads_cpu_s=kthr1 - kthr0,
         other_cpu_s=max(0.0, busy1 - busy0 - (cpu1 - cpu0) - report["loadgen_cpu_s"] - (kthr1 - kthr0)
                         - (up1 - up0)),
@@ -409,12 +411,21 @@ def summarize(runs):
         "cpu_us_per_echo": statistics.median(cpus),
         "cpu_us_per_echo_min": min(cpus),
         "cpu_us_per_echo_max": max(cpus),
+        "user_us_per_echo": user_us_per_echo(runs),
         "server_util": med(lambda r: r["server_cpu_s"] / r["seconds"]),
         "loadgen_util": med(lambda r: r["loadgen_cpu_s"] / r["seconds"]),
         "kthreads_util": med(lambda r: r["kthreads_cpu_s"] / r["seconds"]),
         "other_util_max": max(r["other_cpu_s"] / r["seconds"] for r in runs),
         "runs": len(runs),
     }
+
+
+def user_us_per_echo(runs):
+    """User-space CPU µs per echo over all the runs together: one run's user time is a few clock ticks
+    (10 ms each), too coarse to compare alone. None for results saved before it was recorded."""
+    if not runs or not all("server_user_s" in r for r in runs):
+        return None
+    return sum(r["server_user_s"] for r in runs) / sum(r["messages"] for r in runs) * 1e6
 
 
 def paired_ratios(runs, rival_runs):

@@ -179,8 +179,13 @@ def _stat_fields(path):
 
 def cpu_seconds(pid):
     """User + system CPU time of a process (all its threads), in seconds."""
+    return sum(cpu_split_seconds(pid))
+
+
+def cpu_split_seconds(pid):
+    """(user, system) CPU time of a process (all its threads), in seconds."""
     fields = _stat_fields(f"/proc/{pid}/stat")
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of proc(5)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime: fields 14 and 15 of proc(5)
 
 
 def system_busy_seconds():

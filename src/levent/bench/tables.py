@@ -71,7 +71,7 @@ def echo_tables(report, section="echo"):
     has_ceiling = section != "tls"     # no C TLS echo server to compare with
     for cell in cells:
         t = Table(f"{'TLS echo' if section == 'tls' else 'echo'}, {cell_title(cell['size'], cell['conns'])}",
-                  ["contender", "req/s", "min-max", "MiB/s", "p50", "p99", "CPU us/echo", "x asyncio"]
+                  ["contender", "req/s", "min-max", "MiB/s", "p50", "p99", "CPU us/echo", "user", "x asyncio"]
                   + ["x C"] * has_ceiling + ["other"])
         for name, info in _running(contenders):
             s = cell["summaries"].get(name)
@@ -84,7 +84,8 @@ def echo_tables(report, section="echo"):
             saturated, noisy = saturated or bool(mark), noisy or bool(noise)
             spread = f"{fmt_rate(s['req_s_min'])}-{fmt_rate(s['req_s_max'])}" if s["runs"] > 1 else ""
             t.add(info["label"], fmt_rate(s["req_s"]) + mark, spread, f"{s['mib_s']:.1f}", fmt_us(s["p50_us"]),
-                  fmt_us(s["p99_us"]), f"{s['cpu_us_per_echo']:.2f}", fmt_ratio(vs_asyncio),
+                  fmt_us(s["p99_us"]), f"{s['cpu_us_per_echo']:.2f}",
+                  "" if s.get("user_us_per_echo") is None else f"{s['user_us_per_echo']:.2f}", fmt_ratio(vs_asyncio),
                   *[fmt_ratio(vs_c)] * has_ceiling, f"{s['other_util_max']:.0%}{noise}")
         tables.append(t)
     if len(cells) > 1 and section == "echo":
@@ -101,9 +102,11 @@ def echo_tables(report, section="echo"):
     rivals = rival_table(part, cells, section)
     if rivals:
         tables.append(rivals)
-    notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats. x asyncio: how many times"
-             " less CPU than asyncio of the same style (Protocol or streams). x C: CPU relative to the C ceiling"
-             " (1.00x = as cheap as C). req/s, MiB/s and latency are the client's view."]
+    notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats. user: the part of it spent"
+             " in user space, outside system calls, over all the repeats together (the kernel's share, the socket"
+             " work, is about the same for every server that makes the same calls). x asyncio: how many times less CPU than asyncio of the"
+             " same style (Protocol or streams). x C: CPU relative to the C ceiling (1.00x = as cheap as C)."
+             " req/s, MiB/s and latency are the client's view."]
     if section == "tls":
         notes = ["CPU us/echo: the server's own CPU time per echo (TLS included: decrypting and encrypting"
                  " SIZE bytes), median of the repeats. x asyncio: how many times less CPU than asyncio's TLS."
@@ -122,14 +125,15 @@ def echo_tables(report, section="echo"):
 
 def rival_table(part, cells, section="echo"):
     """levent's asyncio loop against uvloop, cell by cell: the median of the per-round CPU ratios and
-    their range. None unless both ran in some cell."""
+    their range, then the ratio of their user-space CPU. None unless both ran in some cell."""
     running = dict(_running(part["contenders"]))
     pairs = [(mine, rival) for mine, rival in echo.RIVAL_OF.items() if mine in running and rival in running]
     if not pairs:
         return None
+    styles = [mine[len("levent-asyncio-"):] for mine, _ in pairs]
     t = Table(f"{'TLS echo' if section == 'tls' else 'overview'}: levent's asyncio loop against uvloop, server CPU"
               " per echo (median of the per-round ratios, min-max; lower is better)",
-              ["cell"] + [mine[len("levent-asyncio-"):] for mine, _ in pairs])
+              ["cell"] + styles + [f"{style} user" for style in styles])
     for cell in cells:
         row = []
         for mine, rival in pairs:
@@ -140,9 +144,14 @@ def rival_table(part, cells, section="echo"):
                 row.append(f"{ratios[0]:.3f}")
             else:
                 row.append(f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
+        for mine, rival in pairs:
+            user, rival_user = (echo.user_us_per_echo(cell["runs"].get(name, [])) for name in (mine, rival))
+            row.append(f"{user / rival_user:.3f}" if user and rival_user else "n/a")
         t.add(cell_title(cell["size"], cell["conns"]), *row)
     t.notes.append("Each round runs every contender once, in an order that rotates from round to round; a ratio"
-                   " compares two runs of one round. 0.90 = levent's server used 10% less CPU per echo.")
+                   " compares two runs of one round. 0.90 = levent's server used 10% less CPU per echo. user:"
+                   " the same for the user-space part alone (all rounds together), the part the loop's own code"
+                   " decides; the rest is the kernel's socket work.")
     return t
 
 
