@@ -189,6 +189,25 @@ def test_a_dropped_loop_is_collected():
     assert ref() is None
 
 
+def test_create_future_after_close_and_the_closed_loop_freed_without_gc():
+    # create_future() keeps {'loop': loop} for the Future constructor, a cycle with the loop:
+    # close() breaks it, so a closed loop goes with its last reference, as asyncio's does.
+    loop = levent.new_event_loop()
+    fut = loop.create_future()
+    assert type(fut) is asyncio.Future and fut.get_loop() is loop
+    loop.close()
+    after = loop.create_future()        # asyncio allows it on a closed loop
+    assert after.get_loop() is loop and not after.done()
+    del fut, after
+    ref = weakref.ref(loop)
+    gc.disable()
+    try:
+        del loop
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_call_soon_threadsafe_wakes_a_waiting_loop(loop):
     woke = threading.Event()
 

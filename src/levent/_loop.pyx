@@ -9,6 +9,7 @@ handler instead of stopping the loop. add_reader/add_writer are levent Events ca
 cimport cython
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.object cimport PyObject_Call
 from libc.math cimport INFINITY, isnan
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -19,6 +20,9 @@ import sys
 
 from asyncio import coroutines, format_helpers, futures
 from asyncio.log import logger
+
+# The Future class create_future() makes, looked up once (as uvloop does).
+cdef object _Future = futures.Future
 
 # asyncio's own test for coroutine functions (renamed in 3.12).
 _iscoroutinefunction = getattr(coroutines, '_iscoroutinefunction', coroutines.iscoroutinefunction)
@@ -183,6 +187,8 @@ cdef class LoopCore:
     # fd -> Event watching it, one dict per direction (add_reader / add_writer).
     cdef dict _readers
     cdef dict _writers
+    # {'loop': self}, what create_future() passes to Future; None until then and once closed.
+    cdef dict _future_kwargs
 
     def __cinit__(self, *args, **kwargs):
         self._base = EventBase()
@@ -201,7 +207,14 @@ cdef class LoopCore:
 
     def create_future(self):
         """Create a Future attached to the loop."""
-        return futures.Future(loop=self)
+        # Future takes its loop by keyword only, and a call with loop=self builds that dict every
+        # time (a third of the call, one per streams read). The loop keeps one instead: a cycle
+        # with itself that close() breaks.
+        if self._future_kwargs is None:
+            if self._closed:
+                return _Future(loop=self)
+            self._future_kwargs = {'loop': self}
+        return PyObject_Call(_Future, (), self._future_kwargs)
 
     def get_debug(self):
         """True in asyncio's debug mode (set_debug())."""
@@ -378,5 +391,6 @@ cdef class LoopCore:
 
     def _close_core(self):
         """Free the base and everything on it (the loop's close())."""
+        self._future_kwargs = None
         self._close_watchers()
         self._base.close()
