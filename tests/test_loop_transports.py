@@ -5,6 +5,7 @@ its transport closed and misused in every order, and that nothing leaks or crash
 when transports are dropped or the loop closes under them. Real sockets on 127.0.0.1, socketpairs
 and UNIX sockets; every run is bounded by a timeout."""
 import asyncio
+import ctypes
 import errno
 import gc
 import hashlib
@@ -143,6 +144,45 @@ def test_write_takes_every_call_form_of_a_python_method(loop):
             assert got == b"abcde"
             t.close()
             await proto.lost
+    run(loop, main())
+
+
+def test_data_received_bytes_are_whole_objects_whether_kept_or_not(loop):
+    # Reads reuse the bytes object of the previous read when data_received() did not keep it: what
+    # the protocol keeps never changes, and each object is a proper bytes (its own hash, its NUL).
+    header = sys.getsizeof(b"") - 1      # where ob_sval starts
+    sizes = [100, 60, 99, 1000, 700, 1000, 2000, 1100, 64, 64, 5000, 4000, 3]
+    chunks = [os.urandom(n) for n in sizes]
+
+    class Checker(asyncio.Protocol):
+        def __init__(self):
+            self.kept = []
+            self.got = []
+
+        def data_received(self, data):
+            assert type(data) is bytes
+            assert hash(data) == hash(bytes(bytearray(data)))   # no hash cached from other content
+            assert {data: 1}[bytes(bytearray(data))] == 1
+            assert ctypes.string_at(id(data) + header, len(data) + 1)[-1] == 0
+            self.got.append(bytes(bytearray(data)))
+            if len(self.got) % 3 == 0:
+                self.kept.append((data, bytes(bytearray(data))))
+
+    async def main():
+        proto = Checker()
+        t, peer = await transport_pair(loop, proto)
+        with peer:
+            sent = 0
+            for chunk in chunks:
+                peer.sendall(chunk)
+                sent += len(chunk)
+                for _ in range(1000):       # each chunk a read of its own: wait for it
+                    if sum(map(len, proto.got)) >= sent:
+                        break
+                    await asyncio.sleep(0.001)
+            assert b"".join(proto.got) == b"".join(chunks)
+            assert proto.kept and all(kept == copy for kept, copy in proto.kept)
+            t.close()
     run(loop, main())
 
 
