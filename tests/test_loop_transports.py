@@ -151,7 +151,10 @@ def test_data_received_bytes_are_whole_objects_whether_kept_or_not(loop):
     # Reads reuse the bytes object of the previous read when data_received() did not keep it: what
     # the protocol keeps never changes, and each object is a proper bytes (its own hash, its NUL).
     header = sys.getsizeof(b"") - 1      # where ob_sval starts
-    sizes = [100, 60, 99, 1000, 700, 1000, 2000, 1100, 64, 64, 5000, 4000, 3]
+    # Copied reads (below 8 KiB after a small one), then reads into the object itself: one that
+    # fits, one that fills it (the rest is appended), one far smaller (shrunk), and back.
+    sizes = [100, 60, 99, 1000, 700, 1000, 2000, 1100, 64, 64, 5000, 4000, 3,
+             20000, 16384, 16000, 30000, 9000, 100000, 50000, 8192, 8192, 100, 3]
     chunks = [os.urandom(n) for n in sizes]
 
     class Checker(asyncio.Protocol):

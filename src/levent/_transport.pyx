@@ -20,7 +20,6 @@ from cpython.weakref cimport PyWeakref_GetObject
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.string cimport memcpy, memset
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF
 from posix.uio cimport iovec
 
 from levent._core cimport EventBase, EventPair
@@ -52,7 +51,6 @@ cdef extern from "Python.h":
 
 cdef extern from "Python.h":
     # Owned references as plain pointers: _PyBytes_Resize() replaces the object it is given.
-    PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n) except NULL
     char *_bytes_data "PyBytes_AS_STRING"(PyObject *o)
     int _bytes_resize "_PyBytes_Resize"(PyObject **o, Py_ssize_t n) except -1
     void Py_SET_SIZE(object o, Py_ssize_t size)
@@ -61,9 +59,10 @@ cdef extern from "Python.h":
 cdef enum:
     READ_SIZE = 262144      # what asyncio's transports read per recv() (max_size)
     MAX_IOV = 64            # queued buffers handed to one sendmsg()
-    # After a read of DIRECT_MIN bytes or more, the next recv() goes straight into a new bytes object
-    # of DIRECT_SIZE bytes, shrunk in place to what came: no copy of the data (below DIRECT_MIN the
-    # copy from the static buffer costs less than the allocation). DIRECT_SIZE keeps the object under
+    # After a read of DIRECT_MIN bytes or more, the next recv() goes straight into a bytes object,
+    # the one an earlier read left (see levent_spare_bytes) or a new one of DIRECT_SIZE bytes,
+    # shrunk in place to what came: no copy of the data (below DIRECT_MIN the copy from the static
+    # buffer costs less than a recv() into a possibly oversized object). DIRECT_SIZE keeps the object under
     # glibc's default mmap threshold (128 KiB): heap memory, shrunk without a syscall.
     DIRECT_MIN = 8192
     DIRECT_SIZE = 126976
@@ -78,35 +77,45 @@ cdef char _read_buf[READ_SIZE]
 
 cdef extern from *:
     """
-    /* The bytes object of the last copied read, kept when data_received() did not keep it: the next
-       read of close to its size reuses it, with no allocation (a 1 KiB bytes object costs glibc's
-       malloc and free several hundred instructions). Nothing else can see it: only its reference
-       count of 1 lets it in, and it is filled like a new object before it goes out again. Kept at
-       most twice as large as the data it carries. One for all transports, used with the GIL held
-       (free-threaded builds do without). */
+    /* The bytes object of the last read, kept when data_received() did not keep it: the next read
+       reuses it when it fits, with no allocation (a 1 KiB bytes object costs glibc's malloc and free
+       some 480 instructions, a 16 KiB one read in place some 800 with the shrinking realloc). Its
+       allocation may exceed its data by a quarter at most, so a protocol that keeps what it gets
+       holds at most 25% more than the data. Only a reference count of 1 lets an object in: nothing
+       else can see it, and it is set up as a new one before it goes out again. One for all
+       transports, used with the GIL held (free-threaded builds do without). */
     #ifndef Py_GIL_DISABLED
     static PyObject *levent_spare_bytes = NULL;
-    static Py_ssize_t levent_spare_size = 0;   /* its allocated size: ob_size may be less */
+    static Py_ssize_t levent_spare_size = 0;   /* its allocation: ob_size may be less */
     #endif
 
-    /* A new reference to a bytes object holding buf[:n], n > 0; *size receives its allocated size. */
-    static PyObject *levent_read_bytes(const char *buf, Py_ssize_t n, Py_ssize_t *size) {
-    #ifndef Py_GIL_DISABLED
-        PyObject *b = levent_spare_bytes;
-        if (b != NULL && n <= levent_spare_size && n >= levent_spare_size / 2) {
-            levent_spare_bytes = NULL;
-            *size = levent_spare_size;
-            Py_SET_SIZE(b, n);
+    /* b's data is now its first n bytes (n no more than its allocation), as in a new object. */
+    static void levent_bytes_set_size(PyObject *b, Py_ssize_t n) {
+        Py_SET_SIZE(b, n);
+        PyBytes_AS_STRING(b)[n] = 0;
     #if defined(__GNUC__)
     #pragma GCC diagnostic push
     #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     #endif
-            ((PyBytesObject *)b)->ob_shash = -1;    /* the hash of what it held before */
+        ((PyBytesObject *)b)->ob_shash = -1;    /* the hash of what it held before */
     #if defined(__GNUC__)
     #pragma GCC diagnostic pop
     #endif
+    }
+
+    static int levent_spare_fits(Py_ssize_t size, Py_ssize_t n) {
+        return n <= size && size - n <= n / 4;
+    }
+
+    /* A new reference to a bytes object holding buf[:n], n > 0; *size receives its allocation. */
+    static PyObject *levent_read_bytes(const char *buf, Py_ssize_t n, Py_ssize_t *size) {
+    #ifndef Py_GIL_DISABLED
+        PyObject *b = levent_spare_bytes;
+        if (b != NULL && levent_spare_fits(levent_spare_size, n)) {
+            levent_spare_bytes = NULL;
+            *size = levent_spare_size;
             memcpy(PyBytes_AS_STRING(b), buf, (size_t)n);
-            PyBytes_AS_STRING(b)[n] = 0;
+            levent_bytes_set_size(b, n);
             return b;
         }
     #endif
@@ -114,8 +123,23 @@ cdef extern from *:
         return PyBytes_FromStringAndSize(buf, n);
     }
 
-    /* Drop the reference levent_read_bytes() gave, keeping the object if nothing else holds it.
-       (Objects of size 1 are interpreter-wide singletons: never kept.) */
+    /* A new reference to a bytes object to recv() into, of at least min_size bytes unless one
+       sized by earlier reads is kept; *size receives its allocation (its ob_size, until set). */
+    static PyObject *levent_recv_bytes(Py_ssize_t min_size, Py_ssize_t new_size, Py_ssize_t *size) {
+    #ifndef Py_GIL_DISABLED
+        PyObject *b = levent_spare_bytes;
+        if (b != NULL && levent_spare_size >= min_size) {
+            levent_spare_bytes = NULL;
+            *size = levent_spare_size;
+            return b;
+        }
+    #endif
+        *size = new_size;
+        return PyBytes_FromStringAndSize(NULL, new_size);
+    }
+
+    /* Drop the reference levent_read_bytes() or levent_recv_bytes() gave, keeping the object if
+       nothing else holds it. (Objects of size 1 are interpreter-wide singletons: never kept.) */
     static void levent_read_bytes_done(PyObject *b, Py_ssize_t size) {
     #ifndef Py_GIL_DISABLED
         if (Py_REFCNT(b) == 1 && size > 1) {
@@ -130,7 +154,10 @@ cdef extern from *:
     }
     """
     PyObject *_read_bytes "levent_read_bytes"(const char *buf, Py_ssize_t n, Py_ssize_t *size) except NULL
+    PyObject *_recv_bytes "levent_recv_bytes"(Py_ssize_t min_size, Py_ssize_t new_size, Py_ssize_t *size) except NULL
     void _read_bytes_done "levent_read_bytes_done"(PyObject *b, Py_ssize_t size) noexcept
+    void _bytes_set_size "levent_bytes_set_size"(PyObject *b, Py_ssize_t n) noexcept
+    bint _spare_fits "levent_spare_fits"(Py_ssize_t size, Py_ssize_t n) noexcept
 
 cdef int _SEND_FLAGS = MSG_DONTWAIT | MSG_NOSIGNAL
 # As asyncio: after this many writes to a lost connection, each further write() logs a warning.
@@ -255,34 +282,42 @@ cdef class TransportCore(EventPair):
         return 0
 
     cdef int _read_direct(self) except -1:
-        # recv() into the bytes object data_received() gets. A full one may have more behind it: that
+        # recv() into the bytes object data_received() gets: the one kept from an earlier read if it
+        # is large enough, else a new one of DIRECT_SIZE. A full one may have more behind it: that
         # comes through the static buffer, so one event still reads up to READ_SIZE, as asyncio does.
-        cdef PyObject *raw = _new_bytes(NULL, DIRECT_SIZE)
+        cdef Py_ssize_t size
+        cdef PyObject *raw = _recv_bytes(DIRECT_MIN, DIRECT_SIZE, &size)
         cdef ssize_t n, more
         cdef int err
-        n = c_recv(self._fd, _bytes_data(raw), DIRECT_SIZE, MSG_DONTWAIT)
+        n = c_recv(self._fd, _bytes_data(raw), size, MSG_DONTWAIT)
         err = errno
         if n <= 0:
-            Py_DECREF(<object>raw)
+            _read_bytes_done(raw, size)
             if n == 0:
                 self._last_read = 0
                 self._read_eof()
             elif not _would_block(err):
                 self._fatal_error(_os_error(err), 'Fatal read error on socket transport')
             return 0
-        if n == DIRECT_SIZE:
-            more = c_recv(self._fd, _read_buf, READ_SIZE - DIRECT_SIZE, MSG_DONTWAIT)
+        if n == size:
+            more = c_recv(self._fd, _read_buf, READ_SIZE - n, MSG_DONTWAIT)
             if more > 0:    # an error or EOF shows again at the next event
                 if _bytes_resize(&raw, n + more) < 0:
                     return -1   # raw is freed and NULL
                 memcpy(_bytes_data(raw) + n, _read_buf, more)
                 n += more
-        elif _bytes_resize(&raw, n) < 0:
-            return -1
+                size = n
+        elif not _spare_fits(size, n):
+            # Shrunk (in place, for glibc) to what came plus the slack reuse allows.
+            size = n + n // 4
+            if _bytes_resize(&raw, size) < 0:
+                return -1
+        _bytes_set_size(raw, n)
         self._last_read = n
-        data = <object>raw
-        Py_DECREF(data)     # the reference _new_bytes() returned; data holds its own
-        self._deliver(data)
+        try:
+            self._deliver(<object>raw)
+        finally:
+            _read_bytes_done(raw, size)
         return 0
 
     cdef int _read_stream(self) except -1:
