@@ -283,10 +283,12 @@ cdef class TransportCore(EventPair):
 
     cdef int _read_direct(self) except -1:
         # recv() into the bytes object data_received() gets: the one kept from an earlier read if it
-        # is large enough, else a new one of DIRECT_SIZE. A full one may have more behind it: that
-        # comes through the static buffer, so one event still reads up to READ_SIZE, as asyncio does.
+        # has room for a quarter more than the last read, else a new one of DIRECT_SIZE. A full one
+        # may have more behind it: that comes through the static buffer, so one event still reads up
+        # to READ_SIZE, as asyncio does. (An object only as large as the last read would be filled by
+        # a read of the same size, and that second recv() would find nothing, at every read.)
         cdef Py_ssize_t size
-        cdef PyObject *raw = _recv_bytes(DIRECT_MIN, DIRECT_SIZE, &size)
+        cdef PyObject *raw = _recv_bytes(self._last_read + self._last_read // 4, DIRECT_SIZE, &size)
         cdef ssize_t n, more
         cdef int err
         n = c_recv(self._fd, _bytes_data(raw), size, MSG_DONTWAIT)
