@@ -123,14 +123,17 @@ cdef extern from *:
         return PyBytes_FromStringAndSize(buf, n);
     }
 
-    /* A new reference to a bytes object to recv() into, of at least min_size bytes unless one
-       sized by earlier reads is kept; *size receives its allocation (its ob_size, until set). */
+    /* A new reference to a bytes object to recv() into: a kept one of at least min_size bytes,
+       else a new one of new_size; *size receives its allocation, which is also its ob_size until
+       set (so that _PyBytes_Resize(), which does nothing when ob_size is already the size asked
+       for, resizes the allocation). */
     static PyObject *levent_recv_bytes(Py_ssize_t min_size, Py_ssize_t new_size, Py_ssize_t *size) {
     #ifndef Py_GIL_DISABLED
         PyObject *b = levent_spare_bytes;
         if (b != NULL && levent_spare_size >= min_size) {
             levent_spare_bytes = NULL;
             *size = levent_spare_size;
+            Py_SET_SIZE(b, levent_spare_size);
             return b;
         }
     #endif
