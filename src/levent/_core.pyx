@@ -130,6 +130,7 @@ cdef extern from *:
 # takes it back from there (levent_take_gil) and keeps it for the rest of the pass. The state is per
 # base, and a base's callbacks run only from its own event_base_loop, so a loop of another base run
 # from a callback, or another module's `with gil` callback in between, leaves it consistent.
+# Callbacks libevent may also run outside that dispatch (bufferevents, evbuffers) keep `with gil`.
 cdef extern from *:
     """
     static CYTHON_INLINE void levent_take_gil(PyThreadState **released) {

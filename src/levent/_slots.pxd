@@ -9,9 +9,10 @@ cdef extern from *:
     #include <structmember.h>
     /* What obj._core reads when that is a plain __slots__ member of obj's class (looked up as the
        generic getattr would, through the type's method cache, and remembered for the last class
-       below), with no attribute machinery: a third of the instructions of a transport's write(). NULL (no exception set) unless it holds an
-       instance of exactly cls; also when the lookup finds anything else (a property, a
-       __getattribute__ override): the caller then takes the attribute the usual way. Borrowed. */
+       below), with no attribute machinery, which every transport method call would otherwise pay.
+       NULL (no exception set) unless it holds an instance of exactly cls; also when the lookup
+       finds anything else (a property, a __getattribute__ override): the caller then takes the
+       attribute the usual way. Borrowed. */
     static PyObject *levent_core_slot = NULL;
     /* The last class the lookup below succeeded for, with its version tag then and the offset it
        found. CPython gives a class a new tag (never reused) whenever it or a base changes, so a

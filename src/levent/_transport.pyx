@@ -107,13 +107,21 @@ cdef extern from *:
         return n <= size && size - n <= n / 4;
     }
 
+    #ifndef Py_GIL_DISABLED
+    /* The kept object, now the caller's reference; *size receives its allocation. */
+    static PyObject *levent_take_spare(Py_ssize_t *size) {
+        PyObject *b = levent_spare_bytes;
+        levent_spare_bytes = NULL;
+        *size = levent_spare_size;
+        return b;
+    }
+    #endif
+
     /* A new reference to a bytes object holding buf[:n], n > 0; *size receives its allocation. */
     static PyObject *levent_read_bytes(const char *buf, Py_ssize_t n, Py_ssize_t *size) {
     #ifndef Py_GIL_DISABLED
-        PyObject *b = levent_spare_bytes;
-        if (b != NULL && levent_spare_fits(levent_spare_size, n)) {
-            levent_spare_bytes = NULL;
-            *size = levent_spare_size;
+        if (levent_spare_bytes != NULL && levent_spare_fits(levent_spare_size, n)) {
+            PyObject *b = levent_take_spare(size);
             memcpy(PyBytes_AS_STRING(b), buf, (size_t)n);
             levent_bytes_set_size(b, n);
             return b;
@@ -129,11 +137,9 @@ cdef extern from *:
        for, resizes the allocation). */
     static PyObject *levent_recv_bytes(Py_ssize_t min_size, Py_ssize_t new_size, Py_ssize_t *size) {
     #ifndef Py_GIL_DISABLED
-        PyObject *b = levent_spare_bytes;
-        if (b != NULL && levent_spare_size >= min_size) {
-            levent_spare_bytes = NULL;
-            *size = levent_spare_size;
-            Py_SET_SIZE(b, levent_spare_size);
+        if (levent_spare_bytes != NULL && levent_spare_size >= min_size) {
+            PyObject *b = levent_take_spare(size);
+            Py_SET_SIZE(b, *size);
             return b;
         }
     #endif

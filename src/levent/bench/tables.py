@@ -85,7 +85,8 @@ def echo_tables(report, section="echo"):
             spread = f"{fmt_rate(s['req_s_min'])}-{fmt_rate(s['req_s_max'])}" if s["runs"] > 1 else ""
             t.add(info["label"], fmt_rate(s["req_s"]) + mark, spread, f"{s['mib_s']:.1f}", fmt_us(s["p50_us"]),
                   fmt_us(s["p99_us"]), f"{s['cpu_us_per_echo']:.2f}",
-                  "" if s.get("user_us_per_echo") is None else f"{s['user_us_per_echo']:.2f}", fmt_ratio(vs_asyncio),
+                  "" if s.get("user_us_per_echo") is None else f"{s['user_us_per_echo']:.2f}",
+                  fmt_ratio(vs_asyncio),
                   *[fmt_ratio(vs_c)] * has_ceiling, f"{s['other_util_max']:.0%}{noise}")
         tables.append(t)
     if len(cells) > 1 and section == "echo":
@@ -102,14 +103,17 @@ def echo_tables(report, section="echo"):
     rivals = rival_table(part, cells, section)
     if rivals:
         tables.append(rivals)
-    notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats. user: the part of it spent"
-             " in user space, outside system calls, over all the repeats together (the kernel's share, the socket"
-             " work, is about the same for every server that makes the same calls). x asyncio: how many times less CPU than asyncio of the"
-             " same style (Protocol or streams). x C: CPU relative to the C ceiling (1.00x = as cheap as C)."
-             " req/s, MiB/s and latency are the client's view."]
+    user = (" user: the part of it spent in user space, outside system calls, over all the repeats together"
+            " (the kernel's share, the socket work, is about the same for every server that makes the same"
+            " calls).")
+    notes = ["CPU us/echo: the server's own CPU time per echo, median of the repeats." + user
+             + " x asyncio: how many times less CPU than asyncio of the same style (Protocol or streams). x C:"
+             " CPU relative to the C ceiling (1.00x = as cheap as C). req/s, MiB/s and latency are the client's"
+             " view."]
     if section == "tls":
         notes = ["CPU us/echo: the server's own CPU time per echo (TLS included: decrypting and encrypting"
-                 " SIZE bytes), median of the repeats. x asyncio: how many times less CPU than asyncio's TLS."
+                 " SIZE bytes), median of the repeats." + user
+                 + " x asyncio: how many times less CPU than asyncio's TLS."
                  " The load generator is C with OpenSSL."]
     if saturated:
         notes.append("* the load generator's core was >= 95% busy: req/s is its limit there, not the server's;"
