@@ -297,8 +297,28 @@ def test_levent_against_uvloop_pairs_the_runs_of_one_round():
     t = tables.rival_table(part, cells)
     assert t.headers == ["cell", "protocol", "protocol user"]    # no uvloop streams ran: no streams column
     assert t.rows == [["64 B x 10 conns", "0.625 (0.50-0.75)", "0.667"]]
+    # From 6 rounds on, the median's 95% confidence interval replaces the range.
+    mine = [run(r, 1.0 + r) for r in range(10)]
+    rival = [run(r, 2.0 + 2 * r) for r in range(10)]
+    mine[3] = run(3, 40.0)     # one disturbed round: outside the interval
+    cells[0]["runs"].update({"levent-asyncio-protocol": mine, "uvloop-protocol": rival})
+    ratios = sorted(echo.paired_ratios(mine, rival))
+    assert echo.median_interval(ratios) == (ratios[1], ratios[8]) == (0.5, 0.5)
+    assert tables.rival_table(part, cells).rows[0][1] == "0.500 [0.50-0.50]"
     del part["contenders"]["uvloop-protocol"]
     assert tables.rival_table(part, cells) is None
+
+
+@pytest.mark.parametrize("n, ranks", [(6, (1, 6)), (10, (2, 9)), (30, (10, 21)), (100, (40, 61))])
+def test_the_median_interval_is_the_order_statistics_of_the_binomial_table(n, ranks):
+    # The ranks of the distribution-free 95% interval of a median, as statistics tables give them.
+    values = [float(v) for v in range(n, 0, -1)]     # unsorted on purpose: value == rank
+    assert echo.median_interval(values) == (float(ranks[0]), float(ranks[1]))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_too_few_values_have_no_median_interval(n):
+    assert echo.median_interval([1.0] * n) is None
 
 
 def test_loop_workloads_run_and_levent_never_fires_a_timer_early(tmp_path, capsys):

@@ -10,6 +10,7 @@ The TLS suite is the same over TLS: the servers take ``ssl=`` and the load gener
 built with OpenSSL (``loadgen_tls``).
 """
 import json
+import math
 import os
 import shlex
 import shutil
@@ -436,6 +437,28 @@ def paired_ratios(runs, rival_runs):
         return {r.get("round", i): r["server_cpu_s"] / r["messages"] for i, r in enumerate(rs)}
     mine, theirs = by_round(runs), by_round(rival_runs)
     return [mine[k] / theirs[k] for k in sorted(mine) if k in theirs]
+
+
+def median_interval(values, confidence=0.95):
+    """The distribution-free confidence interval of the median of ``values``: (the k-th smallest,
+    the k-th largest), k the largest rank with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2.
+    None when there are too few values for that confidence (fewer than 6 at 95%).
+
+    It assumes only that the values are independent draws, which per-round ratios are closer to than
+    to a normal distribution: one disturbed round gives one outlier, and the median ignores it.
+    """
+    n = len(values)
+    tail, k = 0.0, 0
+    while k < n:
+        p = math.comb(n, k) / 2 ** n     # P(Binomial(n, 1/2) == k)
+        if tail + p > (1 - confidence) / 2:
+            break
+        tail += p
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
 
 
 def contender(name) -> Optional[Contender]:

@@ -128,15 +128,17 @@ def echo_tables(report, section="echo"):
 
 
 def rival_table(part, cells, section="echo"):
-    """levent's asyncio loop against uvloop, cell by cell: the median of the per-round CPU ratios and
-    their range, then the ratio of their user-space CPU. None unless both ran in some cell."""
+    """levent's asyncio loop against uvloop, cell by cell: the median of the per-round CPU ratios with
+    that median's confidence interval (their range under 6 rounds), then the ratio of their
+    user-space CPU. None unless both ran in some cell."""
     running = dict(_running(part["contenders"]))
     pairs = [(mine, rival) for mine, rival in echo.RIVAL_OF.items() if mine in running and rival in running]
     if not pairs:
         return None
     styles = [mine[len("levent-asyncio-"):] for mine, _ in pairs]
     t = Table(f"{'TLS echo' if section == 'tls' else 'overview'}: levent's asyncio loop against uvloop, server CPU"
-              " per echo (median of the per-round ratios, min-max; lower is better)",
+              " per echo (median of the per-round ratios [its 95% confidence interval], or (min-max) under"
+              " 6 rounds; lower is better)",
               ["cell"] + styles + [f"{style} user" for style in styles])
     for cell in cells:
         row = []
@@ -147,13 +149,19 @@ def rival_table(part, cells, section="echo"):
             elif len(ratios) == 1:
                 row.append(f"{ratios[0]:.3f}")
             else:
-                row.append(f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
+                interval = echo.median_interval(ratios)
+                if interval is None:
+                    row.append(f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
+                else:
+                    row.append(f"{statistics.median(ratios):.3f} [{interval[0]:.2f}-{interval[1]:.2f}]")
         for mine, rival in pairs:
             user, rival_user = (echo.user_us_per_echo(cell["runs"].get(name, [])) for name in (mine, rival))
             row.append(f"{user / rival_user:.3f}" if user and rival_user else "n/a")
         t.add(cell_title(cell["size"], cell["conns"]), *row)
     t.notes.append("Each round runs every contender once, in an order that rotates from round to round; a ratio"
-                   " compares two runs of one round. 0.90 = levent's server used 10% less CPU per echo. user:"
+                   " compares two runs of one round. 0.90 = levent's server used 10% less CPU per echo. The"
+                   " interval is the one of the median (order statistics, no assumed distribution): a"
+                   " threshold inside it is neither met nor missed by that many rounds. user:"
                    " the same for the user-space part alone (all rounds together), the part the loop's own code"
                    " decides; the rest is the kernel's socket work.")
     return t
