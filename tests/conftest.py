@@ -70,16 +70,33 @@ def pytest_unconfigure(config):
         _hang_report_file = None
 
 
-@pytest.fixture(autouse=True)
-def _hang_guard(request):
-    """Last-resort watchdog: dump tracebacks and exit if this test runs longer than HARD_TIMEOUT."""
+def _arm_hang_guard():
     out = _hang_report_file if _hang_report_file is not None else sys.__stderr__
     out.write("")  # fail early if the file is unusable
     faulthandler.dump_traceback_later(HARD_TIMEOUT, exit=True, file=out)
+
+
+@pytest.fixture(autouse=True)
+def _hang_guard(request):
+    """Last-resort watchdog: dump tracebacks and exit if this test runs longer than HARD_TIMEOUT."""
+    _arm_hang_guard()
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+@contextlib.contextmanager
+def hang_guard_paused():
+    """``with hang_guard_paused(): pid = os.fork()``: the hang guard's watchdog is a thread, and a
+    process forked while another thread runs may inherit a lock that thread held (3.12+ warn about
+    it). Cancelling it ends the thread; it is started again afterwards, in the parent and the child,
+    with a full HARD_TIMEOUT."""
+    faulthandler.cancel_dump_traceback_later()
+    try:
+        yield
+    finally:
+        _arm_hang_guard()
 
 
 @pytest.fixture(params=BACKENDS or [pytest.param(None, marks=pytest.mark.skip(

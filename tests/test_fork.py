@@ -4,6 +4,7 @@ The child never returns into pytest: it reports through its exit status (os._exi
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -11,6 +12,8 @@ import pytest
 
 import levent
 from levent import Event, EventBase, Signal, Timer
+
+from conftest import hang_guard_paused
 
 if not hasattr(os, "fork"):
     pytest.skip("os.fork() is not available here", allow_module_level=True)
@@ -35,7 +38,9 @@ def _run_child(body):
     """Fork; the child runs body() -> bool and exits with OK/WRONG/EXCEPTION. Returns the status."""
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    assert threading.active_count() == 1, f"threads would be forked mid-run: {threading.enumerate()}"
+    with hang_guard_paused():
+        pid = os.fork()
     if pid == 0:  # child
         code = EXCEPTION
         try:
