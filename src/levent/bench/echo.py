@@ -444,8 +444,8 @@ def median_interval(values, confidence=0.95):
     the k-th largest), k the largest rank with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2.
     None when there are too few values for that confidence (fewer than 6 at 95%).
 
-    It assumes only that the values are independent draws, which per-round ratios are closer to than
-    to a normal distribution: one disturbed round gives one outlier, and the median ignores it.
+    It assumes only that the values are independent draws of one distribution, not that it is normal:
+    a disturbed round is one outlier, which moves the bounds by one rank at most.
     """
     n = len(values)
     tail, k = 0.0, 0
