@@ -11,6 +11,7 @@ import gc
 import hashlib
 import inspect
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -188,6 +189,76 @@ def test_data_received_bytes_are_whole_objects_whether_kept_or_not(loop):
             assert b"".join(proto.got) == b"".join(chunks)
             assert proto.kept and all(kept == copy for kept, copy in proto.kept)
             t.close()
+    run(loop, main())
+
+
+def test_interleaved_reads_of_several_transports_never_share_a_bytes_object(loop):
+    # The kept read object is one for all transports. Reads of four connections, in random order and
+    # sizes (copied and direct reads), whose protocols keep some chunks, write() some to a transport
+    # whose peer does not read yet (so its queue holds the object itself) and drop the rest: each
+    # gets its own data, and nothing a protocol or a write queue holds changes afterwards.
+    rng = random.Random(6)
+    sizes = [1, 2, 50, 700, 1000, 5000, 8192, 9000, 16384, 30000, 70000, 100000]
+
+    class Keeper(asyncio.Protocol):
+        def __init__(self, sink):
+            self.sink = sink
+            self.got = []
+            self.held = []
+
+        def data_received(self, data):
+            copy = bytes(bytearray(data))
+            self.got.append(copy)
+            if len(self.got) % 3 == 0:
+                self.held.append((data, copy))
+            elif len(self.got) % 3 == 1:
+                self.sink.write(data)
+                written.append(copy)
+
+    written = []
+
+    async def main():
+        sink_proto = Recorder(loop)
+        sink, sink_peer = await transport_pair(loop, sink_proto, socket.AF_INET)
+        # Small socket buffers, so that the sink's writes queue soon.
+        sink.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sink_peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conns = []
+        for _ in range(4):
+            proto = Keeper(sink)
+            t, peer = await transport_pair(loop, proto, socket.AF_INET)
+            conns.append((proto, t, peer, []))
+        try:
+            for _ in range(120):
+                proto, _, peer, sent = rng.choice(conns)
+                chunk = os.urandom(rng.choice(sizes))
+                peer.sendall(chunk)
+                sent.append(chunk)
+                total = sum(map(len, sent))
+                for _ in range(2000):
+                    if sum(map(len, proto.got)) >= total:
+                        break
+                    await asyncio.sleep(0.001)
+                for other, _, _, _ in conns:
+                    assert all(kept == copy for kept, copy in other.held)
+            assert sink.get_write_buffer_size() > 0      # the sink's queue held objects meanwhile
+            for proto, _, _, sent in conns:
+                assert b"".join(proto.got) == b"".join(sent)
+                assert all(kept == copy for kept, copy in proto.held)
+            expected = b"".join(written)
+            received = bytearray()
+            for _ in range(5000):
+                if len(received) >= len(expected):
+                    break
+                received += await loop.sock_recv(sink_peer, 1 << 20)
+            assert received == expected
+        finally:
+            for _, t, peer, _ in conns:
+                t.close()
+                peer.close()
+            sink.close()
+            sink_peer.close()
+
     run(loop, main())
 
 
