@@ -309,6 +309,34 @@ def test_levent_against_uvloop_pairs_the_runs_of_one_round():
     assert tables.rival_table(part, cells) is None
 
 
+def test_the_overview_shows_the_python_call_floor_against_uvloop_where_it_ran():
+    def run(rnd, cpu_s):
+        return {"round": rnd, "server_cpu_s": cpu_s, "server_user_s": cpu_s / 4, "messages": 1000}
+
+    names = ("levent-asyncio-protocol", "uvloop-protocol", "c-pycall")
+    part = {"contenders": {n: {"label": n, "skipped": None} for n in names}}
+    runs = {"levent-asyncio-protocol": [run(0, 0.9), run(1, 1.8)], "uvloop-protocol": [run(0, 1.0), run(1, 2.0)],
+            "c-pycall": [run(0, 0.8), run(1, 1.8)]}
+    cells = [{"size": 64, "conns": 10, "runs": runs}]
+    t = tables.rival_table(part, cells)
+    assert t.headers == ["cell", "protocol", "protocol user", "protocol floor"]
+    assert t.rows == [["64 B x 10 conns", "0.900 (0.90-0.90)", "0.900", "0.850 (0.80-0.90)"]]
+    assert any(note.startswith("protocol floor: ") for note in t.notes)
+    part["contenders"]["c-pycall"]["skipped"] = "no python3-dev"
+    assert tables.rival_table(part, cells).headers == ["cell", "protocol", "protocol user"]
+
+
+@pytest.mark.parametrize("size", [64, 102400])
+def test_the_python_call_floor_server_echoes_through_the_benchmark_protocol(toolchain, loadgen, size):
+    try:
+        cmd = echo.contender("c-pycall").command(toolchain)
+    except echo.Skip as exc:
+        pytest.skip(f"the C server that embeds Python cannot be built here: {exc}")
+    report = echo.run_one(cmd, loadgen, size, 4, 0.3, 0.1, pinned=False)
+    assert report["messages"] > 0 and report["bytes"] == report["messages"] * size    # loadgen checked each byte
+    assert report["server_exit"] == 0, report.get("server_stderr")
+
+
 @pytest.mark.parametrize("n, ranks", [(6, (1, 6)), (10, (2, 9)), (30, (10, 21)), (100, (40, 61))])
 def test_the_median_interval_is_the_order_statistics_of_the_binomial_table(n, ranks):
     # The ranks of the distribution-free 95% interval of a median, as statistics tables give them.

@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ REFERENCE = {"protocol": "asyncio-protocol", "streams": "asyncio-streams", "prox
 CEILING = {"protocol": "c-raw", "streams": "c-raw", "proxy": "c-forward", "proxy-tls": None, "tls": None}
 # levent's asyncio loop is also compared with uvloop, the fastest other asyncio loop, per round.
 RIVAL_OF = {f"levent-asyncio-{style}": f"uvloop-{style}" for style in REFERENCE}
+# The C ceiling plus the one Python call a Protocol server makes per read (echo_pycall.c): the least
+# user-space work any asyncio loop's Protocol server does, on the ceiling's kernel work. It is compared
+# with uvloop as levent is, to show how far below uvloop a loop can go at all.
+PYCALL_FLOOR = ("c-pycall", "uvloop-protocol")
 # An echo server answers the load itself; a proxy forwards it to one; a tls server is an echo server
 # spoken to over TLS.
 KINDS = ("echo", "proxy", "tls")
@@ -128,6 +133,20 @@ class Toolchain:
             raise Skip(why)
         return path
 
+    def python_embed(self):
+        """Compiler and linker flags that embed the running Python (its headers and libpython), as
+        ``python3-config --embed`` gives them. Raises Skip."""
+        include = sysconfig.get_paths()["include"]
+        if not os.path.isfile(os.path.join(include, "Python.h")):
+            raise Skip(f"Python's C headers are not in {include} (Debian/Ubuntu: apt-get install python3-dev)")
+        var = sysconfig.get_config_var
+        libdir = var("LIBDIR")
+        flags = [f"-I{include}", f"-L{libdir}", f"-lpython{var('LDVERSION')}", f"-Wl,-rpath,{libdir}"]
+        if not var("Py_ENABLE_SHARED"):
+            # A static libpython: extension modules find the C API in the program itself.
+            flags += [f"-L{var('LIBPL')}", *shlex.split(var("LINKFORSHARED") or "")]
+        return flags + shlex.split(var("LIBS") or "") + shlex.split(var("SYSLIBS") or "")
+
     def certs(self):
         """(certificate, key) of a self-signed certificate for 127.0.0.1, made once with the openssl
         command; the certificate is also the CA a TLS client verifies it with. Raises Skip."""
@@ -178,6 +197,12 @@ def _c_server(source, *args):
     return command
 
 
+def _c_pycall(tc):
+    # The protocol class is imported from this interpreter's levent, through its sys.path.
+    binary = tc.build("echo_pycall", [*tc.python_embed(), *tc.pkg_config("libevent_core")])
+    return [binary, "{port}", os.pathsep.join(p for p in sys.path if p)]
+
+
 def _python_server(name, loop=None):
     def command(tc):
         why = loop and registry.missing(loop)
@@ -215,6 +240,7 @@ def _levent_raw(_tc):
 
 register("c-raw", "C libevent, recv/send (ceiling)", "protocol", _c_server("echo_raw"))
 register("c-bev", "C libevent bufferevent", "protocol", _c_server("echo_bev"))
+register("c-pycall", "C libevent + one Python data_received per read", "protocol", _c_pycall)
 register("levent", "levent raw API (Events)", "protocol", _levent_raw)
 for _loop in registry.LOOPS.values():
     if _loop.asyncio:

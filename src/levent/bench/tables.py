@@ -127,36 +127,42 @@ def echo_tables(report, section="echo"):
     return tables
 
 
+def _median_with_interval(ratios):
+    """"median [95% interval]", or "median (min-max)" under 6 ratios; "n/a" without any."""
+    if not ratios:
+        return "n/a"
+    if len(ratios) == 1:
+        return f"{ratios[0]:.3f}"
+    interval = echo.median_interval(ratios)
+    if interval is None:
+        return f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})"
+    return f"{statistics.median(ratios):.3f} [{interval[0]:.2f}-{interval[1]:.2f}]"
+
+
 def rival_table(part, cells, section="echo"):
     """levent's asyncio loop against uvloop, cell by cell: the median of the per-round CPU ratios with
     that median's confidence interval (their range under 6 rounds), then the ratio of their
-    user-space CPU. None unless both ran in some cell."""
+    user-space CPU; and, where c-pycall ran, the same ratio for it (echo.PYCALL_FLOOR). None unless
+    levent's loop and uvloop both ran in some cell."""
     running = dict(_running(part["contenders"]))
     pairs = [(mine, rival) for mine, rival in echo.RIVAL_OF.items() if mine in running and rival in running]
     if not pairs:
         return None
+    floor = echo.PYCALL_FLOOR if all(name in running for name in echo.PYCALL_FLOOR) else None
     styles = [mine[len("levent-asyncio-"):] for mine, _ in pairs]
     t = Table(f"{'TLS echo' if section == 'tls' else 'overview'}: levent's asyncio loop against uvloop, server CPU"
               " per echo (median of the per-round ratios [its 95% confidence interval], or (min-max) under"
               " 6 rounds; lower is better)",
-              ["cell"] + styles + [f"{style} user" for style in styles])
+              ["cell"] + styles + [f"{style} user" for style in styles] + (["protocol floor"] if floor else []))
     for cell in cells:
-        row = []
+        runs = cell["runs"]
+        row = [_median_with_interval(echo.paired_ratios(runs.get(mine, []), runs.get(rival, [])))
+               for mine, rival in pairs]
         for mine, rival in pairs:
-            ratios = echo.paired_ratios(cell["runs"].get(mine, []), cell["runs"].get(rival, []))
-            if not ratios:
-                row.append("n/a")
-            elif len(ratios) == 1:
-                row.append(f"{ratios[0]:.3f}")
-            else:
-                interval = echo.median_interval(ratios)
-                if interval is None:
-                    row.append(f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
-                else:
-                    row.append(f"{statistics.median(ratios):.3f} [{interval[0]:.2f}-{interval[1]:.2f}]")
-        for mine, rival in pairs:
-            user, rival_user = (echo.user_us_per_echo(cell["runs"].get(name, [])) for name in (mine, rival))
+            user, rival_user = (echo.user_us_per_echo(runs.get(name, [])) for name in (mine, rival))
             row.append(f"{user / rival_user:.3f}" if user and rival_user else "n/a")
+        if floor:
+            row.append(_median_with_interval(echo.paired_ratios(runs.get(floor[0], []), runs.get(floor[1], []))))
         t.add(cell_title(cell["size"], cell["conns"]), *row)
     t.notes.append("Each round runs every contender once, in an order that rotates from round to round; a ratio"
                    " compares two runs of one round. 0.90 = levent's server used 10% less CPU per echo. The"
@@ -164,6 +170,12 @@ def rival_table(part, cells, section="echo"):
                    " threshold inside it is neither met nor missed by that many rounds. user:"
                    " the same for the user-space part alone (all rounds together), the part the loop's own code"
                    " decides; the rest is the kernel's socket work.")
+    if floor:
+        t.notes.append("protocol floor: the C server that makes only the Python call of a Protocol server"
+                       " (c-pycall: the C ceiling's events and recv/send, and data_received() once per read)"
+                       " against uvloop's Protocol server, the same way. An asyncio loop's Protocol server"
+                       " does that server's user-space work and its own; it can differ in kernel work only by"
+                       " reading and writing in other sizes.")
     return t
 
 
