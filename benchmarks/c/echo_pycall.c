@@ -131,6 +131,14 @@ static PyObject *transport_write(PyObject *self, PyObject *data)
     Py_RETURN_NONE;
 }
 
+/* A heap type's instances hold a reference to it. */
+static void transport_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
 static PyMethodDef transport_methods[] = {
     {"write", transport_write, METH_O, NULL},
     {NULL, NULL, 0, NULL},
@@ -138,6 +146,7 @@ static PyMethodDef transport_methods[] = {
 
 static PyType_Slot transport_slots[] = {
     {Py_tp_methods, transport_methods},
+    {Py_tp_dealloc, transport_dealloc},
     {0, NULL},
 };
 
