@@ -79,14 +79,14 @@ class BuildExtWithLibevent(build_ext):
 
 
 class BuildPyWithBenchSources(build_py):
-    """Ships benchmarks/c/*.c (where they live, next to the other benchmark notes) as package data of
-    levent.bench, which compiles them at run time: `python -m levent bench` works from a wheel."""
+    """Ships benchmarks/c/*.c and *.h (where they live, next to the other benchmark notes) as package
+    data of levent.bench, which compiles them at run time: `python -m levent bench` works from a wheel."""
 
     def run(self):
         super().run()
         target = os.path.join(self.build_lib, "levent", "bench", "c")
         self.mkpath(target)
-        for src in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "c", "*.c"))):
+        for src in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "c", "*.[ch]"))):
             self.copy_file(src, os.path.join(target, os.path.basename(src)))
 
 

@@ -57,7 +57,7 @@ names = tarfile.open(sys.argv[1]).getnames()
 top = names[0].split("/")[0]
 need = ["LICENSE", "LICENSES/libevent-LICENSE", "LICENSES/openssl-LICENSE.txt", "CHANGELOG.md", "README.md",
         "setup.py", "pyproject.toml", "libevent_pxd/event.pxd", "src/levent/_core.pyx", "src/levent/_core.pyi",
-        "benchmarks/c/loadgen.c", "tests/conftest.py", "tests/conformance/util.py", "ci/wheel.sh",
+        "benchmarks/c/loadgen.c", "benchmarks/c/server.h", "tests/conftest.py", "tests/conformance/util.py", "ci/wheel.sh",
         "ci/build_libevent.sh"]
 missing = [n for n in need if f"{top}/{n}" not in names]
 compiled = [n for n in names if n.endswith((".so", ".c")) and "/src/levent/" in n]
@@ -77,6 +77,10 @@ import sys, zipfile
 tree, sdist = ({n for n in zipfile.ZipFile(p).namelist() if not n.endswith("RECORD")} for p in sys.argv[1:])
 if tree != sdist:
     sys.exit(f"error: the wheels from the tree and from the sdist differ: {sorted(tree ^ sdist)}")
+# The benchmark compiles its C programs from the wheel: the sources and the header they include.
+missing = {"levent/bench/c/loadgen.c", "levent/bench/c/echo_raw.c", "levent/bench/c/server.h"} - tree
+if missing:
+    sys.exit(f"error: the wheel lacks the benchmark's C sources {sorted(missing)}")
 print(f"wheel from the tree and wheel from the sdist hold the same {len(tree)} files")
 EOF
 

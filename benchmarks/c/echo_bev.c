@@ -32,12 +32,13 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "server.h"
+
 struct conn {
     struct bufferevent *bev;
     struct conn *prev, *next;  /* every open connection, so that exit frees them all */
 };
 
-static struct event_base *base;
 static struct conn *conns;
 
 static void conn_free(struct conn *c)
@@ -99,73 +100,24 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
     conns = c;
 }
 
-static void accept_error_cb(struct evconnlistener *listener, void *arg)
-{
-    int err = EVUTIL_SOCKET_ERROR();
-    (void)listener;
-    (void)arg;
-    /* EMFILE and friends: report and keep listening. */
-    fprintf(stderr, "echo_bev: accept: %s\n", evutil_socket_error_to_string(err));
-}
-
-static void signal_cb(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    (void)arg;
-    event_base_loopbreak(base);
-}
-
 int main(int argc, char **argv)
 {
-    struct sockaddr_in sin;
-    struct evconnlistener *listener;
-    struct event *sigint, *sigterm;
-    char *end;
-    long port;
+    int port, status;
 
+    prog = "echo_bev";
     if (argc != 2) {
         fprintf(stderr, "usage: %s PORT\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    port = strtol(argv[1], &end, 10);
-    if (*end || port < 1 || port > 65535) {
-        fprintf(stderr, "echo_bev: bad port %s\n", argv[1]);
+    port = parse_port(argv[1]);
+    if (port < 0)
         return 2;
-    }
-    base = event_base_new();
-    if (!base) {
-        fprintf(stderr, "echo_bev: event_base_new failed\n");
+    if (new_base())
         return 1;
-    }
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sin.sin_port = htons((unsigned short)port);
-    listener = evconnlistener_new_bind(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
-                                       (struct sockaddr *)&sin, sizeof sin);
-    if (!listener) {
-        perror("echo_bev: listen");
-        return 1;
-    }
-    evconnlistener_set_error_cb(listener, accept_error_cb);
-    sigint = evsignal_new(base, SIGINT, signal_cb, NULL);
-    sigterm = evsignal_new(base, SIGTERM, signal_cb, NULL);
-    if (!sigint || !sigterm || event_add(sigint, NULL) < 0 || event_add(sigterm, NULL) < 0) {
-        fprintf(stderr, "echo_bev: cannot watch SIGINT/SIGTERM\n");
-        return 1;
-    }
-    printf("ready\n");
-    fflush(stdout);
-
-    event_base_dispatch(base);
-
-    evconnlistener_free(listener);
+    status = serve(port, accept_cb);
     while (conns)
         conn_free(conns);
-    event_free(sigint);
-    event_free(sigterm);
     event_base_free(base);
-    return 0;
+    return status;
 }

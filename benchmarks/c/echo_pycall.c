@@ -32,6 +32,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "server.h"
+
 #define BUF_SIZE 65536
 
 struct conn {
@@ -52,14 +54,8 @@ typedef struct {
     struct conn *conn;  /* NULL once the connection is gone */
 } Transport;
 
-static struct event_base *base;
 static struct conn *conns;
 static PyObject *protocol_class;
-
-static int would_block(void)
-{
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-}
 
 static void conn_free(struct conn *c)
 {
@@ -275,33 +271,19 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
     Py_DECREF(res);
 }
 
-static void signal_cb(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    (void)arg;
-    event_base_loopbreak(base);
-}
-
 int main(int argc, char **argv)
 {
-    struct sockaddr_in sin;
-    struct evconnlistener *listener;
-    struct event *sigint, *sigterm;
     PyObject *servers;
-    char *end;
-    long port;
-    int status = 0;
+    int port, status;
 
+    prog = "echo_pycall";
     if (argc != 3) {
         fprintf(stderr, "usage: %s PORT SYS_PATH\n", argv[0]);
         return 2;
     }
-    port = strtol(argv[1], &end, 10);
-    if (*end || port < 1 || port > 65535) {
-        fprintf(stderr, "echo_pycall: bad port %s\n", argv[1]);
+    port = parse_port(argv[1]);
+    if (port < 0)
         return 2;
-    }
     setenv("PYTHONPATH", argv[2], 1);
     Py_InitializeEx(0);  /* 0: no Python signal handlers, libevent's take SIGINT/SIGTERM */
     servers = PyImport_ImportModule("levent.bench.servers");
@@ -311,34 +293,16 @@ int main(int argc, char **argv)
         PyErr_Print();
         return 1;
     }
-    base = event_base_new();
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sin.sin_port = htons((unsigned short)port);
-    listener = evconnlistener_new_bind(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
-                                       (struct sockaddr *)&sin, sizeof sin);
-    if (!base || !listener) {
-        perror("echo_pycall: listen");
+    if (new_base())
         return 1;
-    }
-    sigint = evsignal_new(base, SIGINT, signal_cb, NULL);
-    sigterm = evsignal_new(base, SIGTERM, signal_cb, NULL);
-    event_add(sigint, NULL);
-    event_add(sigterm, NULL);
-    printf("ready\n");
-    fflush(stdout);
-    event_base_dispatch(base);
+    status = serve(port, accept_cb);
     while (conns)
         conn_free(conns);
-    evconnlistener_free(listener);
-    event_free(sigint);
-    event_free(sigterm);
     event_base_free(base);
     Py_XDECREF(spare);
     Py_DECREF(protocol_class);
     Py_DECREF(transport_type);
     Py_XDECREF(servers);
-    status = python_failed;
+    status = status || python_failed;
     return Py_FinalizeEx() < 0 ? 1 : status;
 }

@@ -31,6 +31,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "server.h"
+
 #define BUF_SIZE 65536
 
 struct conn {
@@ -42,7 +44,6 @@ struct conn {
     char buf[BUF_SIZE];
 };
 
-static struct event_base *base;
 static struct conn *conns;
 
 static void conn_free(struct conn *c)
@@ -57,11 +58,6 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     free(c);
-}
-
-static int would_block(void)
-{
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
 /* Sends buf[off:len]. Returns 0 when drained, 1 when bytes are left, -1 on a connection error. */
@@ -161,72 +157,23 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
     conns = c;
 }
 
-static void accept_error_cb(struct evconnlistener *listener, void *arg)
-{
-    int err = EVUTIL_SOCKET_ERROR();
-    (void)listener;
-    (void)arg;
-    /* EMFILE and friends: report and keep listening. */
-    fprintf(stderr, "echo_raw: accept: %s\n", evutil_socket_error_to_string(err));
-}
-
-static void signal_cb(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    (void)arg;
-    event_base_loopbreak(base);
-}
-
 int main(int argc, char **argv)
 {
-    struct sockaddr_in sin;
-    struct evconnlistener *listener;
-    struct event *sigint, *sigterm;
-    char *end;
-    long port;
+    int port, status;
 
+    prog = "echo_raw";
     if (argc != 2) {
         fprintf(stderr, "usage: %s PORT\n", argv[0]);
         return 2;
     }
-    port = strtol(argv[1], &end, 10);
-    if (*end || port < 1 || port > 65535) {
-        fprintf(stderr, "echo_raw: bad port %s\n", argv[1]);
+    port = parse_port(argv[1]);
+    if (port < 0)
         return 2;
-    }
-    base = event_base_new();
-    if (!base) {
-        fprintf(stderr, "echo_raw: event_base_new failed\n");
+    if (new_base())
         return 1;
-    }
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sin.sin_port = htons((unsigned short)port);
-    listener = evconnlistener_new_bind(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
-                                       (struct sockaddr *)&sin, sizeof sin);
-    if (!listener) {
-        perror("echo_raw: listen");
-        return 1;
-    }
-    evconnlistener_set_error_cb(listener, accept_error_cb);
-    sigint = evsignal_new(base, SIGINT, signal_cb, NULL);
-    sigterm = evsignal_new(base, SIGTERM, signal_cb, NULL);
-    if (!sigint || !sigterm || event_add(sigint, NULL) < 0 || event_add(sigterm, NULL) < 0) {
-        fprintf(stderr, "echo_raw: cannot watch SIGINT/SIGTERM\n");
-        return 1;
-    }
-    printf("ready\n");
-    fflush(stdout);
-
-    event_base_dispatch(base);
-
-    evconnlistener_free(listener);
+    status = serve(port, accept_cb);
     while (conns)
         conn_free(conns);
-    event_free(sigint);
-    event_free(sigterm);
     event_base_free(base);
-    return 0;
+    return status;
 }

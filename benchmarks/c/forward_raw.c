@@ -33,6 +33,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "server.h"
+
 #define BUF_SIZE (256 * 1024)  /* as levent.proxy's events engine reads */
 
 struct conn;
@@ -54,7 +56,6 @@ struct conn {
     struct conn *prev, *next;  /* every open connection, so that exit frees them all */
 };
 
-static struct event_base *base;
 static struct conn *conns;
 static struct sockaddr_in upstream_addr;
 
@@ -81,11 +82,6 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     free(c);
-}
-
-static int would_block(void)
-{
-    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
 /* Sends buf[off:len] to dst. Returns 0 when drained, 1 when bytes are left, -1 on a connection error. */
@@ -231,41 +227,11 @@ static void accept_cb(struct evconnlistener *listener, evutil_socket_t fd, struc
         conn_free(c);
 }
 
-static void accept_error_cb(struct evconnlistener *listener, void *arg)
-{
-    int err = EVUTIL_SOCKET_ERROR();
-    (void)listener;
-    (void)arg;
-    /* EMFILE and friends: report and keep listening. */
-    fprintf(stderr, "forward_raw: accept: %s\n", evutil_socket_error_to_string(err));
-}
-
-static void signal_cb(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    (void)arg;
-    event_base_loopbreak(base);
-}
-
-static int parse_port(const char *s)
-{
-    char *end;
-    long port = strtol(s, &end, 10);
-    if (*end || port < 1 || port > 65535) {
-        fprintf(stderr, "forward_raw: bad port %s\n", s);
-        return -1;
-    }
-    return (int)port;
-}
-
 int main(int argc, char **argv)
 {
-    struct sockaddr_in sin;
-    struct evconnlistener *listener;
-    struct event *sigint, *sigterm;
-    int port, upstream_port;
+    int port, upstream_port, status;
 
+    prog = "forward_raw";
     if (argc != 3) {
         fprintf(stderr, "usage: %s PORT UPSTREAM_PORT\n", argv[0]);
         return 2;
@@ -274,40 +240,15 @@ int main(int argc, char **argv)
     upstream_port = parse_port(argv[2]);
     if (port < 0 || upstream_port < 0)
         return 2;
-    base = event_base_new();
-    if (!base) {
-        fprintf(stderr, "forward_raw: event_base_new failed\n");
+    if (new_base())
         return 1;
-    }
     memset(&upstream_addr, 0, sizeof upstream_addr);
     upstream_addr.sin_family = AF_INET;
     upstream_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     upstream_addr.sin_port = htons((unsigned short)upstream_port);
-    sin = upstream_addr;
-    sin.sin_port = htons((unsigned short)port);
-    listener = evconnlistener_new_bind(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
-                                       (struct sockaddr *)&sin, sizeof sin);
-    if (!listener) {
-        perror("forward_raw: listen");
-        return 1;
-    }
-    evconnlistener_set_error_cb(listener, accept_error_cb);
-    sigint = evsignal_new(base, SIGINT, signal_cb, NULL);
-    sigterm = evsignal_new(base, SIGTERM, signal_cb, NULL);
-    if (!sigint || !sigterm || event_add(sigint, NULL) < 0 || event_add(sigterm, NULL) < 0) {
-        fprintf(stderr, "forward_raw: cannot watch SIGINT/SIGTERM\n");
-        return 1;
-    }
-    printf("ready\n");
-    fflush(stdout);
-
-    event_base_dispatch(base);
-
-    evconnlistener_free(listener);
+    status = serve(port, accept_cb);
     while (conns)
         conn_free(conns);
-    event_free(sigint);
-    event_free(sigterm);
     event_base_free(base);
-    return 0;
+    return status;
 }
