@@ -34,7 +34,7 @@
 
 #include "server.h"
 
-#define BUF_SIZE 65536
+#define BUF_SIZE 65536  /* what one recv() reads, as echo_raw.c */
 
 struct conn {
     evutil_socket_t fd;
@@ -46,7 +46,6 @@ struct conn {
     size_t off, len;
     int failed;                /* a send() failed: read_cb frees the connection after the call */
     struct conn *prev, *next;
-    char buf[BUF_SIZE];
 };
 
 typedef struct {
